@@ -1,0 +1,329 @@
+"""YouTube-8M readers on tf.data: frame-level (SequenceExample) and video-level (Example) shards.
+
+Each batch is a dict of tensors:
+  video_ids     [B] string          (2018 key `id`, 2017 key `video_id`)
+  video_matrix  [B, F, D] float32   frame level: F = max_frames, or k_frame for a student;
+                [B, D]              video level
+  num_frames    [B] int32           valid frames in video_matrix (1 at video level)
+  labels        [B, num_classes]    multi-hot float32 (all zero where a record has no `labels`: test split)
+and, with `also_full_frames`, `full_video_matrix` / `full_num_frames` (all frames, for a KD teacher).
+
+The student's frames are chosen from each video's own length *before* decoding, so the frames it drops
+are never decoded or dequantized (see `sample_frame_indices` and bench/bench_readers.py).
+"""
+
+import os
+import struct
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import utils
+from utils import InputError
+
+FRAME_SAMPLING_METHODS = ("uniform", "random", "first", "middle", "last", "first_middle_last",
+                          "strided")
+ERROR_MARKER = "YT8M_INPUT_ERROR"
+
+
+def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None):
+  """Chooses k frame positions of one video with `num_frames` frames (a scalar int32 tensor).
+
+  Returns (indices [k] int32, count int32): the first `count` entries are frame positions in time
+  order; the remaining entries equal `num_frames` and mark padding. Methods (the paper's baselines):
+    uniform            every (n/k)-th frame, floor(i*n/k), i < k: deterministic, spans the video.
+    random             k distinct frames in time order, drawn afresh at every read (every epoch).
+    first/middle/last  k consecutive frames at the start, centre or end.
+    first_middle_last  k - 2*(k//3) frames at the start, k//3 at the centre, k//3 at the end.
+    strided            the seed's fixed positions 0, s, 2s, ... with s = max_frames // k, regardless of
+                       the video's length; positions past its end are padding.
+  When n <= k (every method but strided) all n frames are taken in order and the rest is padding:
+  the student then sees exactly what the teacher sees, never a repeated frame.
+  """
+  if method not in FRAME_SAMPLING_METHODS:
+    raise InputError("--frame_sampling=%r: expected one of %s" % (method, ", ".join(FRAME_SAMPLING_METHODS)))
+  n = tf.cast(num_frames, tf.int32)
+  positions = tf.range(k, dtype=tf.int32)
+  if method == "strided":
+    indices = positions * max(max_frames // k, 1)
+  else:
+    if method == "uniform":
+      chosen = (positions * n) // k
+    elif method == "first":
+      chosen = positions
+    elif method == "last":
+      chosen = n - k + positions
+    elif method == "middle":
+      chosen = (n - k) // 2 + positions
+    elif method == "first_middle_last":
+      n_middle = n_last = k // 3
+      n_first = k - n_middle - n_last
+      middle_start = tf.clip_by_value((n - n_middle) // 2, n_first, n - n_last - n_middle)
+      chosen = tf.concat([tf.range(n_first), middle_start + tf.range(n_middle),
+                          n - n_last + tf.range(n_last)], axis=0)
+    else:  # random
+      def draw():
+        scores = tf.random.uniform([n], seed=seed)
+        return tf.sort(tf.nn.top_k(scores, k=k, sorted=False).indices)
+      chosen = tf.cond(n > k, draw, lambda: positions)
+    indices = tf.where(n > k, chosen, positions)
+  valid = indices < n
+  count = tf.reduce_sum(tf.cast(valid, tf.int32))
+  return tf.where(valid, indices, tf.fill([k], n)), count
+
+
+def resolve_files(data_pattern, flag_name="--input_data_pattern"):
+  """Expands a comma-separated list of glob patterns; raises InputError naming the flag if none match."""
+  if not data_pattern:
+    raise InputError("%s is empty: expected a glob such as /data/train*.tfrecord" % flag_name)
+  files = []
+  for pattern in str(data_pattern).split(","):
+    files.extend(sorted(tf.io.gfile.glob(pattern.strip())))
+  if not files:
+    raise InputError("%s=%r matches no file" % (flag_name, data_pattern))
+  return files
+
+
+def check_tfrecord_framing(path):
+  """Walks the record headers of a local TFRecord file (seeks only) and raises InputError if it is
+  truncated or not a TFRecord file. Returns (number of records, first record's bytes or None).
+  Content CRCs are checked by TF while reading; `explain_data_error` names the file if one fails."""
+  if "://" in path:  # Remote file systems: only the first record.
+    return None, next(iter(tf.io.tf_record_iterator(path)), None)
+  size = os.path.getsize(path)
+  offset, count, first = 0, 0, None
+  with open(path, "rb") as f:
+    while offset < size:
+      header = f.read(12)
+      if len(header) < 12:
+        raise InputError("%s is truncated: record %d header cut at byte %d of %d" % (path, count, offset, size))
+      (length,) = struct.unpack("<Q", header[:8])
+      end = offset + 12 + length + 4
+      if end > size:
+        raise InputError("%s is truncated or not a TFRecord file: record %d at byte %d claims %d bytes, "
+                         "only %d remain" % (path, count, offset, length, size - offset - 16))
+      if count == 0:
+        first = f.read(length)
+      f.seek(end)
+      offset, count = end, count + 1
+  return count, first
+
+
+class _BaseReader(object):
+  """Shared dataset plumbing: file discovery, validation, interleaved reads, batching, errors."""
+
+  frame_level = None
+
+  def __init__(self, num_classes=3862, feature_names=("rgb", "audio"), feature_sizes=(1024, 128)):
+    if len(feature_names) != len(feature_sizes):
+      raise InputError("--feature_names %s and --feature_sizes %s differ in length"
+                       % (list(feature_names), list(feature_sizes)))
+    self.num_classes = int(num_classes)
+    self.feature_names = list(feature_names)
+    self.feature_sizes = [int(s) for s in feature_sizes]
+
+  # -- validation before any expensive work ---------------------------------------------------------
+  def validate_files(self, files, max_content_checks=4):
+    """Framing check of every file, content check of the first record of the first few files."""
+    checked = 0
+    for path in files:
+      _, first_record = check_tfrecord_framing(path)
+      if first_record is not None and checked < max_content_checks:
+        self._check_record(path, first_record)
+        checked += 1
+
+  def _check_labels(self, path, features):
+    if "labels" in features:
+      labels = list(features["labels"].int64_list.value)
+      bad = [label for label in labels if label < 0 or label >= self.num_classes]
+      if bad:
+        raise InputError("%s: label id %d is outside [0, %d): expected --num_classes > %d "
+                         "(YouTube-8M 2018 has 3862 classes, 2017 has 4716)"
+                         % (path, bad[0], self.num_classes, max(bad)))
+
+  # -- dataset ---------------------------------------------------------------------------------------
+  def dataset(self, files, batch_size, training, num_readers=8, num_epochs=None, shuffle_buffer=2048,
+              drop_remainder=None, seed=None):
+    """Batches from `files`. Training: files and records shuffled, repeated `num_epochs` times (None:
+    forever), full batches only. Evaluation: one deterministic pass, every record once, the last
+    partial batch kept."""
+    if drop_remainder is None:
+      drop_remainder = training
+    files_ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if training:
+      files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+      files_ds = files_ds.repeat(num_epochs)
+    records = files_ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r)),
+        cycle_length=max(1, min(num_readers, len(files))), block_length=1,
+        **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False} if training else {}))
+    if training:
+      records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    videos = records.map(self.parse_record, num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=not training)
+    return videos.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
+
+  def input_batch(self, files, batch_size, training, **kwargs):
+    """Validates the files, then returns (batch dict of tensors, iterator initializer op)."""
+    self.validate_files(files)
+    iterator = tf.data.make_initializable_iterator(
+        self.dataset(files, batch_size, training, **kwargs))
+    return iterator.get_next(), iterator.initializer
+
+  # -- parsing helpers -------------------------------------------------------------------------------
+  def _context_features(self):
+    return {"id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "video_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "labels": tf.io.VarLenFeature(tf.int64)}
+
+  def _ids_and_labels(self, filename, context):
+    video_id = tf.where(tf.equal(context["id"], ""), context["video_id"], context["id"])
+    label_ids = context["labels"].values
+    check = tf.debugging.assert_less(
+        label_ids, tf.cast(self.num_classes, tf.int64),
+        message="%s label id >= num_classes=%d (expected --num_classes larger than every label id) in"
+        % (ERROR_MARKER, self.num_classes), data=[filename, video_id, label_ids], summarize=30)
+    with tf.control_dependencies([check]):
+      one_hot = tf.one_hot(label_ids, self.num_classes, dtype=tf.float32)
+    labels = tf.minimum(tf.reduce_sum(one_hot, axis=0), 1.0)  # no ids (test split): all zeros
+    return video_id, labels
+
+
+class YT8MFrameFeatureReader(_BaseReader):
+  """Frame-level SequenceExample reader; `k_frame` (with `frame_sampling`) makes it a student's reader."""
+
+  frame_level = True
+
+  def __init__(self, num_classes=3862, feature_names=("rgb", "audio"), feature_sizes=(1024, 128),
+               max_frames=300, k_frame=None, frame_sampling="uniform", also_full_frames=False,
+               seed=None):
+    super(YT8MFrameFeatureReader, self).__init__(num_classes, feature_names, feature_sizes)
+    self.max_frames = int(max_frames)
+    if k_frame is not None and not 0 < int(k_frame) <= self.max_frames:
+      raise InputError("--k_frame=%s: expected 1..max_frames (%d)" % (k_frame, self.max_frames))
+    self.k_frame = None if k_frame is None or int(k_frame) == self.max_frames else int(k_frame)
+    if frame_sampling not in FRAME_SAMPLING_METHODS:
+      raise InputError("--frame_sampling=%r: expected one of %s"
+                       % (frame_sampling, ", ".join(FRAME_SAMPLING_METHODS)))
+    self.frame_sampling = frame_sampling
+    self.also_full_frames = also_full_frames
+    self.seed = seed
+
+  def _check_record(self, path, record):
+    example = tf.train.SequenceExample.FromString(record)
+    lists = example.feature_lists.feature_list
+    for name, size in zip(self.feature_names, self.feature_sizes):
+      if name not in lists:
+        raise InputError("%s: frame feature %r not found (--feature_names); the records have %s"
+                         % (path, name, sorted(lists.keys()) or "no frame features (video-level "
+                            "data? use --frame_features=False)"))
+      frames = lists[name].feature
+      if frames and len(frames[0].bytes_list.value[0]) != size:
+        raise InputError("%s: frame feature %r has %d bytes per frame, expected %d (--feature_sizes)"
+                         % (path, name, len(frames[0].bytes_list.value[0]), size))
+    self._check_labels(path, example.context.feature)
+
+  def _frames(self, filename, video_id, frame_strings, size, name, indices, count, length):
+    """Gathers the chosen frames' bytes, then decodes and dequantizes only those: [len(indices), size]."""
+    check = tf.debugging.assert_equal(
+        tf.strings.length(frame_strings), size,
+        message="%s frame feature '%s' has a frame whose byte length is not %d (--feature_sizes) in"
+        % (ERROR_MARKER, name, size), data=[filename, video_id], summarize=3)
+    # Index `length` (padding) points at an all-zero frame, so every chosen entry decodes in one op;
+    # the mask then zeroes the padding after dequantization.
+    with tf.control_dependencies([check]):
+      padded = tf.concat([frame_strings[:length], [b"\0" * size]], axis=0)
+    decoded = tf.reshape(tf.io.decode_raw(tf.gather(padded, indices), tf.uint8), [-1, size])
+    mask = tf.cast(tf.range(tf.size(indices)) < count, tf.float32)[:, None]
+    return utils.dequantize(decoded) * mask
+
+  def _matrix(self, filename, video_id, sequence, length, k, method):
+    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed)
+    parts = [self._frames(filename, video_id, sequence[name], size, name, indices, count, length)
+             for name, size in zip(self.feature_names, self.feature_sizes)]
+    matrix = tf.concat(parts, axis=1)
+    matrix.set_shape([k, sum(self.feature_sizes)])
+    return matrix, count
+
+  def parse_record(self, filename, serialized):
+    context, sequence = tf.io.parse_single_sequence_example(
+        serialized, context_features=self._context_features(),
+        sequence_features={name: tf.io.FixedLenSequenceFeature([], tf.string)
+                           for name in self.feature_names})
+    video_id, labels = self._ids_and_labels(filename, context)
+    length = tf.minimum(tf.shape(sequence[self.feature_names[0]])[0], self.max_frames)
+    for name in self.feature_names[1:]:
+      length = tf.minimum(length, tf.shape(sequence[name])[0])
+    if self.k_frame is None:
+      matrix, count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first")
+    else:
+      matrix, count = self._matrix(filename, video_id, sequence, length, self.k_frame, self.frame_sampling)
+    output = {"video_ids": video_id, "video_matrix": matrix, "num_frames": count, "labels": labels}
+    if self.also_full_frames:
+      full, full_count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first")
+      output.update(full_video_matrix=full, full_num_frames=full_count)
+    return output
+
+
+class YT8MAggregatedFeatureReader(_BaseReader):
+  """Video-level Example reader (`mean_rgb`, `mean_audio`): video_matrix [B, sum(feature_sizes)]."""
+
+  frame_level = False
+
+  def _check_record(self, path, record):
+    features = tf.train.Example.FromString(record).features.feature
+    for name, size in zip(self.feature_names, self.feature_sizes):
+      if name not in features:
+        raise InputError("%s: video feature %r not found (--feature_names); the records have %s"
+                         % (path, name, sorted(k for k in features if k not in ("id", "video_id", "labels"))))
+      found = len(features[name].float_list.value)
+      if found != size:
+        raise InputError("%s: video feature %r has %d values, expected %d (--feature_sizes)"
+                         % (path, name, found, size))
+    self._check_labels(path, features)
+
+  def parse_record(self, filename, serialized):
+    spec = self._context_features()
+    for name, size in zip(self.feature_names, self.feature_sizes):
+      spec[name] = tf.io.FixedLenFeature([size], tf.float32)
+    features = tf.io.parse_single_example(serialized, spec)
+    video_id, labels = self._ids_and_labels(filename, features)
+    matrix = tf.concat([features[name] for name in self.feature_names], axis=0)
+    return {"video_ids": video_id, "video_matrix": matrix, "num_frames": tf.constant(1, tf.int32),
+            "labels": labels}
+
+
+def explain_data_error(error, files):
+  """Turns a TF error raised while reading into an InputError naming the file and what was expected."""
+  message = getattr(error, "message", str(error))
+  if ERROR_MARKER in message:
+    # Assertion text is "<marker> <what was expected> in] [<file>] [<video id>] [<values>...".
+    line = next(l for l in message.splitlines() if ERROR_MARKER in l)
+    parts = line.split(ERROR_MARKER, 1)[1].replace("\\'", "'").split("] [")
+    what = parts[0].strip().rstrip("]")
+    where = "%s (video %s%s)" % (parts[1].rstrip("]"), parts[2].rstrip("]") if len(parts) > 2 else "?",
+                                 ", values %s" % parts[3].rstrip("]") if len(parts) > 3 else "")
+    return InputError("%s %s" % (what, where))
+  if isinstance(error, tf.errors.DataLossError):
+    for path in files:
+      try:
+        for _ in tf.io.tf_record_iterator(path):
+          pass
+      except tf.errors.DataLossError as e:
+        return InputError("%s is corrupt (%s): expected an intact TFRecord file"
+                          % (path, e.message.splitlines()[0][:200]))
+    return InputError("corrupt input record: %s" % message.splitlines()[0][:300])
+  if isinstance(error, tf.errors.InvalidArgumentError) and ("parse" in message.lower()
+                                                            or "Feature" in message):
+    return InputError("cannot parse an input record (check --feature_names/--feature_sizes/"
+                      "--frame_features): %s" % message.splitlines()[0][:300])
+  return None
+
+
+def get_reader(frame_features, num_classes, feature_names, feature_sizes, max_frames=300,
+               k_frame=None, frame_sampling="uniform", also_full_frames=False, seed=None):
+  """The reader the flags ask for (frame level or video level)."""
+  if frame_features:
+    return YT8MFrameFeatureReader(num_classes, feature_names, feature_sizes, max_frames, k_frame,
+                                  frame_sampling, also_full_frames, seed)
+  return YT8MAggregatedFeatureReader(num_classes, feature_names, feature_sizes)
