@@ -1,5 +1,8 @@
 """Small shared helpers: (de)quantization, feature-flag parsing, one-line input errors, summaries."""
 
+import json
+import sys
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -57,3 +60,23 @@ def get_list_of_feature_names_and_sizes(feature_names, feature_sizes):
 def scalar_summary(tag, value):
   """A tf.Summary protobuf holding one scalar, for writing Python-side values to TensorBoard."""
   return tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))])
+
+
+def run_cli(entry, argv):
+  """Runs a command-line entry point: bad input (InputError, a bad flag) is one line on stderr, exit 2."""
+  try:
+    entry(argv)
+  except InputError as error:
+    sys.stderr.write("error: %s\n" % error)
+    sys.exit(2)
+  except tf.flags.Error as error:
+    sys.stderr.write("error: %s\n" % str(error).splitlines()[0])
+    sys.exit(2)
+
+
+def write_json_atomic(path, value):
+  """Writes JSON to `path` through a temporary file and a rename: readers never see half a file."""
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
