@@ -12,6 +12,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 tf.disable_v2_behavior()
 
+import utils  # noqa: E402  (after the path insertion above)
+
 REAL_DATA_DIR = os.environ.get("YT8M_REAL_DATA", os.path.join(ROOT, "..", "shared", "data"))
 
 
@@ -91,3 +93,38 @@ def run_batches(batch, init, max_batches=1000):
       except tf.errors.OutOfRangeError:
         break
   return out
+
+
+def learnable_videos(num_videos, sizes=(16, 4), num_classes=8, seed=0, max_frames=24, id_prefix="v"):
+  """Videos whose frames carry their labels: each class has a direction, added to a random subset of
+  the frames on top of noise, then quantized like YouTube-8M. Small enough to learn in seconds."""
+  rng = np.random.RandomState(seed)
+  prototypes = np.random.RandomState(1234).randn(num_classes, sum(sizes)).astype(np.float32)
+  frequency = 1.0 / np.arange(1, num_classes + 1)
+  videos = []
+  for i in range(num_videos):
+    n = rng.randint(4, max_frames + 1)
+    count = rng.randint(1, 4)
+    labels = sorted(rng.choice(num_classes, count, replace=False, p=frequency / frequency.sum()).tolist())
+    frames = 0.5 * rng.randn(n, sum(sizes)).astype(np.float32)
+    for label in labels:
+      present = rng.rand(n) < 0.6
+      frames[present] += 0.6 * prototypes[label]
+    q = utils.quantize(frames)
+    videos.append(("%s%05d" % (id_prefix, i), labels,
+                   {"rgb": q[:, :sizes[0]], "audio": q[:, sizes[0]:]}))
+  return videos
+
+
+@pytest.fixture(scope="session")
+def frame_data(tmp_path_factory):
+  """Tiny learnable frame-level data set: train (2 shards, 480 videos), validate (1 shard, 150)."""
+  root = tmp_path_factory.mktemp("frame_data")
+  train = learnable_videos(480, seed=1, id_prefix="t")
+  write_records(str(root / "train0000.tfrecord"), [frame_record(*v) for v in train[:240]])
+  write_records(str(root / "train0001.tfrecord"), [frame_record(*v) for v in train[240:]])
+  validate = learnable_videos(150, seed=2, id_prefix="v")
+  write_records(str(root / "validate0000.tfrecord"), [frame_record(*v) for v in validate])
+  return {"root": root, "train": str(root / "train*.tfrecord"),
+          "validate": str(root / "validate*.tfrecord"), "train_videos": train,
+          "validate_videos": validate, "num_classes": 8, "feature_sizes": "16,4"}

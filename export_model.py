@@ -1,0 +1,90 @@
+"""Exports a train_dir's checkpoint as a SavedModel for serving.
+
+Signature `serving_default`: input `example_bytes` (serialized YouTube-8M records, the format the run
+was trained on), outputs `video_id`, `class_indexes` and `predictions` (top --top_k, descending).
+The parsing, k-frame sampling and preprocessing are inside the graph, and every variable of the
+model's scope is saved, batch-norm moving statistics included (the starter saved trainable ones only,
+which breaks batch norm at serving time). A KD run exports its student alone.
+"""
+
+import os
+import shutil
+import sys
+
+import tensorflow.compat.v1 as tf
+
+import config
+import model_utils
+import utils
+from utils import InputError
+
+flags = tf.flags
+FLAGS = flags.FLAGS
+
+config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The run to export.")
+config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "A checkpoint (default: the latest).")
+config.define_flag(flags.DEFINE_string, "export_dir", "",
+                   "Where to write the SavedModel (default: <train_dir>/export/step_<global step>).")
+config.define_flag(flags.DEFINE_integer, "top_k", 20, "Classes returned per video.")
+
+
+def build_serving_graph(model_flags, top_k):
+  """Serialized records -> parsed (and k-sampled) frames -> model -> top-k. Returns (inputs, outputs)."""
+  serialized = tf.placeholder(tf.string, [None], name="example_bytes")
+  reader = model_utils.make_reader(model_flags)
+  signature = {"video_ids": tf.string, "video_matrix": tf.float32, "num_frames": tf.int32,
+               "labels": tf.float32}
+  parsed = tf.map_fn(lambda record: reader.parse_record(tf.constant("serving input"), record),
+                     serialized, fn_output_signature=signature)
+  outputs = model_utils.build_model(model_flags, parsed["video_matrix"], parsed["num_frames"],
+                                    is_training=False)
+  top = tf.nn.top_k(outputs["predictions"], k=min(top_k, model_flags["num_classes"]))
+  return ({"example_bytes": serialized},
+          {"video_id": parsed["video_ids"], "class_indexes": top.indices, "predictions": top.values})
+
+
+def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
+  """Writes the SavedModel atomically (temporary folder, then rename); returns its path."""
+  model_flags = config.load_model_flags(train_dir)
+  checkpoint = model_utils.resolve_checkpoint(checkpoint_file or train_dir,
+                                              "--checkpoint_file" if checkpoint_file else "--train_dir")
+  step = int(checkpoint.rsplit("-", 1)[1])
+  export_dir = export_dir or os.path.join(train_dir, "export", "step_%d" % step)
+  if tf.io.gfile.exists(export_dir):
+    raise InputError("--export_dir=%s already exists: nothing is overwritten; remove it or pick another"
+                     % export_dir)
+  graph = tf.Graph()
+  with graph.as_default():
+    inputs, outputs = build_serving_graph(model_flags, top_k)
+    global_step = tf.train.get_or_create_global_step()
+    variables = model_utils.scope_variables(config.role_scope(model_flags)) + [global_step]
+    saver = tf.train.Saver(variables)
+    with tf.Session(graph=graph) as sess:
+      saver.restore(sess, checkpoint)
+      tmp = export_dir.rstrip("/") + ".tmp"
+      if tf.io.gfile.exists(tmp):
+        shutil.rmtree(tmp)
+      builder = tf.saved_model.builder.SavedModelBuilder(tmp)
+      signature = tf.saved_model.signature_def_utils.predict_signature_def(inputs, outputs)
+      builder.add_meta_graph_and_variables(
+          sess, [tf.saved_model.tag_constants.SERVING],
+          signature_def_map={tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                             signature},
+          saver=tf.train.Saver(variables, sharded=True))
+      builder.save()
+  tf.io.gfile.rename(tmp, export_dir)
+  tf.logging.info("Exported %s (%s, %d variables) to %s.", checkpoint, config.role_scope(model_flags),
+                  len(variables), export_dir)
+  return export_dir
+
+
+def main(argv):
+  FLAGS.unparse_flags()
+  FLAGS(argv)
+  tf.logging.set_verbosity(tf.logging.INFO)
+  return export(FLAGS.train_dir, FLAGS.checkpoint_file, FLAGS.export_dir, FLAGS.top_k)
+
+
+if __name__ == "__main__":
+  tf.disable_v2_behavior()
+  utils.run_cli(main, sys.argv)

@@ -1,0 +1,126 @@
+"""Writes a Kaggle submission (VideoId,LabelConfidencePairs; top --top_k classes, descending) for the
+videos of --input_data_pattern, from a train_dir's checkpoint or from an exported SavedModel.
+
+The model reads its frames exactly as in training (a student: its k frames by its sampling), because
+the graph is rebuilt from train_dir/model_flags.json or was exported with its own input parsing.
+The CSV is written to a temporary file and renamed at the end: an interrupted run leaves no half file.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import config
+import model_utils
+import readers
+import utils
+from utils import InputError
+
+flags = tf.flags
+FLAGS = flags.FLAGS
+
+config.define_data_flags()
+config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The run to predict with.")
+config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "A checkpoint (default: the latest).")
+config.define_flag(flags.DEFINE_string, "saved_model_dir", "",
+                   "Predict with this SavedModel (export_model.py) instead of a checkpoint.")
+config.define_flag(flags.DEFINE_string, "input_data_pattern", "", "Glob(s) of shards to predict.")
+config.define_flag(flags.DEFINE_string, "output_file", "", "Kaggle CSV to write.")
+config.define_flag(flags.DEFINE_integer, "top_k", 20, "Classes per video in the CSV.")
+
+
+def format_row(video_id, class_indexes, scores):
+  """One CSV line: `id,class score class score ...` (scores to 6 decimals, given in descending order)."""
+  if isinstance(video_id, bytes):
+    video_id = video_id.decode("utf-8")
+  pairs = " ".join("%d %.6f" % (c, s) for c, s in zip(class_indexes, scores))
+  return "%s,%s\n" % (video_id, pairs)
+
+
+def _batches_from_checkpoint(opts, files):
+  """Yields (video_ids, class_indexes, scores) per batch from a train_dir checkpoint."""
+  model_flags = config.load_model_flags(opts.train_dir)
+  checkpoint = model_utils.resolve_checkpoint(opts.checkpoint_file or opts.train_dir,
+                                              "--checkpoint_file" if opts.checkpoint_file else "--train_dir")
+  graph = tf.Graph()
+  with graph.as_default():
+    parts = model_utils.build_evaluation_graph(model_flags, files, opts.batch_size, opts.num_readers)
+    top = tf.nn.top_k(parts["outputs"]["predictions"], k=min(opts.top_k, model_flags["num_classes"]))
+    fetch = (parts["batch"]["video_ids"], top.indices, top.values)
+  with tf.Session(graph=graph) as sess:
+    parts["saver"].restore(sess, checkpoint)
+    sess.run(parts["iterator_init"])
+    tf.logging.info("Predicting with %s (%s reading %s frames).", checkpoint,
+                    config.role_scope(model_flags), config.frames_read(model_flags) or "all")
+    while True:
+      try:
+        yield sess.run(fetch)
+      except tf.errors.OutOfRangeError:
+        return
+
+
+def _batches_from_saved_model(opts, files):
+  """Yields (video_ids, class_indexes, scores) per batch from an exported SavedModel."""
+  with tf.Session(graph=tf.Graph()) as sess:
+    meta = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING], opts.saved_model_dir)
+    signature = meta.signature_def[tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
+    inputs = signature.inputs["example_bytes"].name
+    outputs = [signature.outputs[key].name for key in ("video_id", "class_indexes", "predictions")]
+    records = []
+    for path in files:
+      for record in tf.io.tf_record_iterator(path):
+        records.append(record)
+        if len(records) == opts.batch_size:
+          yield sess.run(outputs, {inputs: records})
+          records = []
+    if records:
+      yield sess.run(outputs, {inputs: records})
+
+
+def run(opts):
+  if not opts.output_file:
+    raise InputError("--output_file is empty: expected the path of the CSV to write")
+  if opts.top_k <= 0:
+    raise InputError("--top_k=%d: expected a positive number of classes" % opts.top_k)
+  files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
+  if opts.saved_model_dir and not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
+    raise InputError("--saved_model_dir=%s holds no saved_model.pb" % opts.saved_model_dir)
+  batches = (_batches_from_saved_model(opts, files) if opts.saved_model_dir
+             else _batches_from_checkpoint(opts, files))
+  out_dir = os.path.dirname(os.path.abspath(opts.output_file))
+  tf.io.gfile.makedirs(out_dir)
+  tmp = opts.output_file + ".tmp"
+  start, count = time.time(), 0
+  try:
+    with tf.io.gfile.GFile(tmp, "w") as out:
+      out.write("VideoId,LabelConfidencePairs\n")
+      for video_ids, class_indexes, scores in batches:
+        for row in range(len(video_ids)):
+          k = min(opts.top_k, len(class_indexes[row]))
+          out.write(format_row(video_ids[row], class_indexes[row][:k], scores[row][:k]))
+        count += len(video_ids)
+        tf.logging.info("%d videos predicted, %.0f videos/sec", count, count / (time.time() - start))
+  except tf.errors.OpError as error:
+    tf.io.gfile.remove(tmp)
+    explained = readers.explain_data_error(error, files)
+    if explained is None:
+      raise
+    raise explained
+  tf.io.gfile.rename(tmp, opts.output_file, overwrite=True)
+  tf.logging.info("Wrote %d videos to %s.", count, opts.output_file)
+  return count
+
+
+def main(argv):
+  FLAGS.unparse_flags()
+  FLAGS(argv)
+  tf.logging.set_verbosity(tf.logging.INFO)
+  return run(FLAGS)
+
+
+if __name__ == "__main__":
+  tf.disable_v2_behavior()
+  utils.run_cli(main, sys.argv)

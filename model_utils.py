@@ -1,0 +1,96 @@
+"""Builds a run's input and model from its model flags (train_dir/model_flags.json), by role.
+
+Train, eval, inference and export all go through here, so a checkpoint is always rebuilt with the
+scope, the frames (k and sampling) and the architecture it was trained with.
+"""
+
+import os
+
+import tensorflow.compat.v1 as tf
+
+import config
+import losses
+import models
+import readers
+from utils import InputError
+
+
+def make_reader(model_flags, also_full_frames=False, seed=None):
+  """The reader for this run's model: all frames for a teacher, k sampled frames for a student."""
+  return readers.get_reader(
+      model_flags["frame_features"], model_flags["num_classes"], model_flags["feature_names"],
+      model_flags["feature_sizes"], model_flags["max_frames"], config.frames_read(model_flags),
+      model_flags["frame_sampling"], also_full_frames, seed)
+
+
+def build_model(model_flags, model_input, num_frames, is_training, scope=None):
+  """Creates (or reuses) the model in `scope` (default: the run's role scope); returns its output dict
+  with `predictions`, `logits` and `representation`."""
+  model = models.get_model(model_flags["model"], **model_flags)
+  hparams = {k: v for k, v in model_flags.items() if k not in ("num_classes", "model")}
+  with tf.variable_scope(scope or config.role_scope(model_flags), reuse=tf.AUTO_REUSE):
+    return model.create_model(model_input=model_input, num_frames=num_frames,
+                              vocab_size=model_flags["num_classes"], is_training=is_training,
+                              **hparams)
+
+
+def label_loss(model_flags):
+  return losses.get_loss(model_flags["label_loss"])
+
+
+def scope_variables(scope):
+  """All global variables of a model scope (weights and batch-norm moving statistics)."""
+  return [v for v in tf.global_variables() if v.op.name.startswith(scope + "/")]
+
+
+def resolve_checkpoint(path, flag_name):
+  """A checkpoint prefix from a checkpoint path or a train_dir (its latest); InputError if none."""
+  if tf.io.gfile.isdir(path):
+    latest = tf.train.latest_checkpoint(path)
+    if not latest:
+      raise InputError("%s=%s holds no checkpoint (model.ckpt-*)" % (flag_name, path))
+    return latest
+  if not tf.io.gfile.exists(path + ".index"):
+    raise InputError("%s=%s: no such checkpoint (expected a train_dir or a model.ckpt-STEP prefix)"
+                     % (flag_name, path))
+  return path
+
+
+def train_dir_of(checkpoint_path):
+  return os.path.dirname(checkpoint_path)
+
+
+def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_name):
+  """{name in checkpoint: variable} mapping `graph_scope/x` to `checkpoint_scope/x`; raises one
+  InputError listing every variable that is missing from the checkpoint or has another shape."""
+  reader_shapes = dict(tf.train.list_variables(checkpoint_path))
+  mapping, missing, mismatched = {}, [], []
+  for var in variables:
+    name = checkpoint_scope + var.op.name[len(graph_scope):]
+    shape = var.shape.as_list()
+    if name not in reader_shapes:
+      missing.append(name)
+    elif list(reader_shapes[name]) != shape:
+      mismatched.append("%s %s (graph needs %s)" % (name, list(reader_shapes[name]), shape))
+    else:
+      mapping[name] = var
+  if missing or mismatched:
+    raise InputError("%s=%s does not fit the model: %s%s" % (
+        flag_name, checkpoint_path,
+        "missing %s" % ", ".join(missing[:10]) + (" (+%d more)" % (len(missing) - 10) if len(missing) > 10 else "")
+        if missing else "", ("; " if missing else "") + "shape mismatch " + ", ".join(mismatched[:10])
+        if mismatched else ""))
+  return mapping
+
+
+def build_evaluation_graph(model_flags, files, batch_size, num_readers=4):
+  """Input pass (deterministic, every video once) + the run's model in inference mode + a Saver for
+  its scope. Call inside a fresh graph; returns a dict with `batch`, `iterator_init`, `outputs`,
+  `saver` and `global_step`."""
+  global_step = tf.train.get_or_create_global_step()
+  batch, iterator_init = make_reader(model_flags).input_batch(files, batch_size, training=False,
+                                                              num_readers=num_readers)
+  outputs = build_model(model_flags, batch["video_matrix"], batch["num_frames"], is_training=False)
+  saver = tf.train.Saver(scope_variables(config.role_scope(model_flags)) + [global_step])
+  return {"batch": batch, "iterator_init": iterator_init, "outputs": outputs, "saver": saver,
+          "global_step": global_step}

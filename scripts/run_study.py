@@ -1,0 +1,307 @@
+"""The paper's study end to end on generated YouTube-8M-format data (the README's main command).
+
+Generates the data set, trains the teacher (all frames), then for each k the plain uniform-k and
+random-k students and the serial KD student, evaluates every checkpoint on the validation split, and
+writes into --out_dir:
+  results.md / results.csv      Table 1 style: GAP, mAP, Hit@1, PERR per model and k
+  costs.md / costs.csv          trainable parameters, multiply-adds per video (graph float ops),
+                                measured ms/video at inference on this machine
+  gap_vs_step.png               GAP during training: teacher, students, KD students (the seed's picture)
+  gap_vs_cost.png               GAP vs multiply-adds per video (the accuracy/cost frontier)
+  kd_student_k<k>.csv           Kaggle submission of the KD student (validation videos)
+Run again, it resumes: finished stages are skipped, unfinished training continues from its checkpoint.
+--grid runs the full grid (all k, the six frame-selection baselines, serial and parallel KD, loss
+variants, mse and kl, student-init-from-teacher, several seeds) and reports mean +- std over seeds.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+tf.disable_v2_behavior()
+
+import config  # noqa: E402
+import eval as eval_lib  # noqa: E402
+import generate_synthetic_yt8m  # noqa: E402
+import inference  # noqa: E402
+import model_costs  # noqa: E402
+import train  # noqa: E402
+
+START = time.time()
+
+
+def log(message):
+  print("[study %5.1f min] %s" % ((time.time() - START) / 60, message), flush=True)
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out_dir", default=os.path.join(ROOT, "out", "study"))
+  parser.add_argument("--grid", action="store_true", help="The full grid (hours on 2 cores).")
+  parser.add_argument("--ks", default=None, help="Comma-separated k values (default 6,30; grid 6,10,15,20,30).")
+  parser.add_argument("--seeds", type=int, default=None, help="Seeds per configuration (default 1; grid 3).")
+  # Data (generated): YT8M format at reduced feature sizes so that the study fits on 2 CPU cores.
+  parser.add_argument("--num_train", type=int, default=6000)
+  parser.add_argument("--num_validate", type=int, default=2000)
+  parser.add_argument("--num_classes", type=int, default=200)
+  parser.add_argument("--rgb_size", type=int, default=64)
+  parser.add_argument("--audio_size", type=int, default=16)
+  parser.add_argument("--max_frames", type=int, default=300)
+  parser.add_argument("--data_seed", type=int, default=0)
+  # Training.
+  parser.add_argument("--teacher_steps", type=int, default=1200)
+  parser.add_argument("--student_steps", type=int, default=1200)
+  parser.add_argument("--eval_every_steps", type=int, default=200)
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--model_flags", default="--groups=4 --nextvlad_cluster_size=16 "
+                      "--nextvlad_hidden_size=128 --expansion=2 --gating_reduction=4 --drop_rate=0.3",
+                      help="NeXtVLAD flags shared by teacher and students.")
+  parser.add_argument("--learning_rate", type=float, default=0.002)
+  return parser.parse_args(argv)
+
+
+# -- what to train ------------------------------------------------------------------------------------------
+def variants(grid):
+  """(name, row label, flags) of the students trained at each k."""
+  base = [("uniform", "uniform-k student", ["--model_type=student", "--frame_sampling=uniform"]),
+          ("random", "random-k student", ["--model_type=student", "--frame_sampling=random"]),
+          ("kd", "KD student (serial, L_rep+L_pred+L_CE)", ["--model_type=kd", "--frame_sampling=uniform"])]
+  if not grid:
+    return base
+  kd = ["--model_type=kd", "--frame_sampling=uniform"]
+  return base + [
+      (m, "%s-k student" % m.replace("_", "-"), ["--model_type=student", "--frame_sampling=" + m])
+      for m in ("first", "middle", "last", "first_middle_last")] + [
+      ("kd_parallel", "KD student (parallel, all three)", kd + ["--kd_mode=parallel"]),
+      ("kd_rep", "KD L_rep only", kd + ["--ce_weight=0", "--pred_weight=0"]),
+      ("kd_pred", "KD L_pred only", kd + ["--ce_weight=0", "--rep_weight=0"]),
+      ("kd_rep_ce", "KD L_rep+L_CE", kd + ["--pred_weight=0"]),
+      ("kd_pred_ce", "KD L_pred+L_CE", kd + ["--rep_weight=0"]),
+      ("kd_kl", "KD all three, L_pred=kl (T=2)", kd + ["--pred_loss=kl", "--temperature=2"]),
+      ("kd_init", "KD all three, student initialised from teacher", kd + ["--student_init_from_teacher"]),
+  ]
+
+
+# -- stages ---------------------------------------------------------------------------------------------
+def ensure_data(args):
+  data_dir = os.path.join(args.out_dir, "data")
+  stats_path = os.path.join(data_dir, "stats.json")
+  if os.path.exists(stats_path):
+    log("data: reusing %s" % data_dir)
+  else:
+    log("data: generating %d train / %d validate videos (%d classes, %d+%d dims, up to %d frames)"
+        % (args.num_train, args.num_validate, args.num_classes, args.rgb_size, args.audio_size,
+           args.max_frames))
+    generate_synthetic_yt8m.generate(
+        data_dir, num_train=args.num_train, num_validate=args.num_validate, num_test=0,
+        num_classes=args.num_classes, rgb_size=args.rgb_size, audio_size=args.audio_size,
+        max_frames=args.max_frames, shards_per_split=4, seed=args.data_seed)
+  return {"train": os.path.join(data_dir, "frame", "train", "train*.tfrecord"),
+          "validate": os.path.join(data_dir, "frame", "validate", "validate*.tfrecord"),
+          "stats": json.load(open(stats_path))}
+
+
+def common_flags(args, data, seed):
+  return (["--train_data_pattern=" + data["train"], "--feature_names=rgb,audio",
+           "--feature_sizes=%d,%d" % (args.rgb_size, args.audio_size),
+           "--num_classes=%d" % args.num_classes, "--max_frames=%d" % args.max_frames,
+           "--batch_size=%d" % args.batch_size, "--base_learning_rate=%g" % args.learning_rate,
+           "--learning_rate_decay=0.8", "--learning_rate_decay_examples=%d" % (args.batch_size * 400),
+           "--num_epochs=0", "--export_model_steps=%d" % args.eval_every_steps,
+           "--keep_checkpoint_max=1000", "--log_every_steps=100", "--num_readers=4",
+           "--seed=%d" % seed] + args.model_flags.split())
+
+
+def latest_step(train_dir):
+  checkpoint = tf.train.latest_checkpoint(train_dir) if os.path.isdir(train_dir) else None
+  return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+
+
+def run_training(name, train_dir, argv, steps):
+  if latest_step(train_dir) >= steps:
+    log("%s: trained (%d steps), skipping" % (name, latest_step(train_dir)))
+    return
+  log("%s: training to step %d in %s" % (name, steps, train_dir))
+  started = time.time()
+  train.main(["train.py", "--train_dir=" + train_dir, "--max_steps=%d" % steps] + argv)
+  log("%s: trained in %.1f min" % (name, (time.time() - started) / 60))
+
+
+def evaluate_all(name, train_dir, data):
+  """Evaluates every checkpoint of a run (once: results are cached as eval/metrics-STEP.json)."""
+  state = tf.train.get_checkpoint_state(train_dir)
+  done = eval_lib.evaluated_steps(train_dir)
+  pending = [p for p in state.all_model_checkpoint_paths if eval_lib.checkpoint_step(p) not in done]
+  if pending:
+    evaluator = eval_lib.Evaluator(train_dir, data["validate"], batch_size=256, log_every_batches=1000)
+    for checkpoint in pending:
+      evaluator.evaluate(checkpoint)
+    evaluator.sess.close()
+  curve = []
+  for step in sorted(eval_lib.evaluated_steps(train_dir)):
+    curve.append(json.load(open(os.path.join(train_dir, "eval", "metrics-%d.json" % step))))
+  final = curve[-1]
+  log("%s: GAP %.4f mAP %.4f Hit@1 %.4f PERR %.4f (step %d, %d videos)" % (
+      name, final["gap"], final["map"], final["hit_at_one"], final["perr"], final["global_step"],
+      final["num_videos"]))
+  return curve
+
+
+# -- reports -------------------------------------------------------------------------------------------
+METRICS = (("gap", "GAP"), ("map", "mAP"), ("hit_at_one", "Hit@1"), ("perr", "PERR"))
+
+
+def _cell(values, key):
+  numbers = [v[key] for v in values]
+  if len(numbers) == 1:
+    return "%.4f" % numbers[0]
+  return "%.4f ± %.4f" % (np.mean(numbers), np.std(numbers))
+
+
+def write_results(out_dir, rows, ks):
+  """rows: list of (label, {k or None: [final metrics per seed]})."""
+  header = ["model"] + ["%s k=%d" % (m, k) for k in ks for _, m in METRICS]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for label, by_k in rows:
+      cells = [_cell(by_k.get(k) or by_k.get(None), key) for k in ks for key, _ in METRICS]
+      writer.writerow([label] + cells)
+      lines.append("| " + " | ".join([label] + cells) + " |")
+  table = "\n".join(lines) + "\n"
+  with open(os.path.join(out_dir, "results.md"), "w") as f:
+    f.write("# Results on the generated validation split\n\n" + table)
+  return table
+
+
+def write_costs(out_dir, costs):
+  header = ["model", "frames read", "trainable parameters", "multiply-adds / video", "ms / video (CPU)"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  with open(os.path.join(out_dir, "costs.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for c in costs:
+      row = [c["label"], str(c["frames"]), "%d" % c["parameters"], "%d" % c["macs"], "%.3f" % c["ms_per_video"]]
+      writer.writerow(row)
+      lines.append("| " + " | ".join(row[:2] + ["{:,}".format(c["parameters"]), "{:,}".format(c["macs"]),
+                                                row[4]]) + " |")
+  table = "\n".join(lines) + "\n"
+  with open(os.path.join(out_dir, "costs.md"), "w") as f:
+    f.write("# Cost per model (inference, batch of videos on this CPU)\n\n" + table)
+  return table
+
+
+def plot(out_dir, curves, finals, costs, ks):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4.5), squeeze=False)
+  for ax, k in zip(axes[0], ks):
+    for label, curve in curves:
+      if curve["k"] in (None, k):
+        steps = [m["global_step"] for m in curve["metrics"]]
+        ax.plot(steps, [m["gap"] for m in curve["metrics"]], marker="o", ms=3, label=label,
+                linestyle="--" if curve["k"] is None else "-")
+    ax.set_title("GAP during training, k=%d" % k)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation GAP")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "gap_vs_step.png"), dpi=110)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7, 5))
+  by_label = {}
+  for c in costs:
+    by_label.setdefault(c["kind"], []).append((c["macs"], finals[c["label"]], c["frames"]))
+  for kind, points in sorted(by_label.items()):
+    points.sort()
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=kind)
+    for macs, gap, frames in points:
+      ax.annotate("%s" % frames, (macs, gap), fontsize=7, textcoords="offset points", xytext=(3, 3))
+  ax.set_xscale("log")
+  ax.set_xlabel("multiply-adds per video (log scale; labels: frames read)")
+  ax.set_ylabel("validation GAP")
+  ax.set_title("Accuracy / cost")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "gap_vs_cost.png"), dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  ks = [int(k) for k in (args.ks or ("6,10,15,20,30" if args.grid else "6,30")).split(",")]
+  seeds = list(range(args.seeds or (3 if args.grid else 1)))
+  os.makedirs(args.out_dir, exist_ok=True)
+  tf.logging.set_verbosity(tf.logging.WARN)
+  data = ensure_data(args)
+  plan = [("teacher", None, seed, ["--model_type=teacher"]) for seed in seeds]
+  for k in ks:
+    for name, _, flags in variants(args.grid):
+      plan += [(name, k, seed, flags) for seed in seeds]
+  log("plan: %d training runs (%d seeds), k in %s" % (len(plan), len(seeds), ks))
+  results, curves, labels = {}, [], dict((n, l) for n, l, _ in variants(args.grid))
+  labels["teacher"] = "teacher (all frames)"
+  for index, (name, k, seed, flags) in enumerate(plan):
+    run_name = name if k is None else "%s_k%d" % (name, k)
+    run_name += "_seed%d" % seed
+    train_dir = os.path.join(args.out_dir, "runs", run_name)
+    argv = common_flags(args, data, seed) + flags
+    if k is not None:
+      argv.append("--k_frame=%d" % k)
+    if "--model_type=kd" in flags and "--kd_mode=parallel" not in flags:
+      argv.append("--teacher_checkpoint=" + os.path.join(args.out_dir, "runs", "teacher_seed%d" % seed))
+    steps = args.teacher_steps if k is None else args.student_steps
+    log("[%d/%d] %s" % (index + 1, len(plan), run_name))
+    run_training(run_name, train_dir, argv, steps)
+    curve = evaluate_all(run_name, train_dir, data)
+    results.setdefault(name, {}).setdefault(k, []).append(curve[-1])
+    if seed == 0:
+      curves.append(("%s%s" % (labels[name], "" if k is None else " k=%d" % k),
+                     {"k": k, "metrics": curve}))
+
+  rows = [(labels[name], results[name]) for name in ["teacher"] + [n for n, _, _ in variants(args.grid)]]
+  table = write_results(args.out_dir, rows, ks)
+  log("measuring model costs")
+  teacher_flags = config.load_model_flags(os.path.join(args.out_dir, "runs", "teacher_seed0"))
+  costs = [dict(model_costs.measure(teacher_flags, None), label="teacher", kind="teacher (all frames)",
+                frames=args.max_frames)]
+  for k in ks:
+    student_flags = config.load_model_flags(os.path.join(args.out_dir, "runs", "uniform_k%d_seed0" % k))
+    cost = model_costs.measure(student_flags, k)
+    for name in ("uniform", "kd"):
+      costs.append(dict(cost, label="%s k=%d" % (name, k), kind=labels[name], frames=k))
+  finals = {"teacher": np.mean([m["gap"] for m in results["teacher"][None]])}
+  for k in ks:
+    for name in ("uniform", "kd"):
+      finals["%s k=%d" % (name, k)] = np.mean([m["gap"] for m in results[name][k]])
+  cost_table = write_costs(args.out_dir, costs)
+  plot(args.out_dir, curves, finals, costs, ks)
+  kaggle = os.path.join(args.out_dir, "kd_student_k%d.csv" % ks[0])
+  if not os.path.exists(kaggle):
+    inference.main(["inference.py", "--train_dir=" + os.path.join(args.out_dir, "runs", "kd_k%d_seed0" % ks[0]),
+                    "--input_data_pattern=" + data["validate"], "--output_file=" + kaggle,
+                    "--batch_size=256"])
+  log("done in %.1f min; results in %s" % ((time.time() - START) / 60, args.out_dir))
+  print("\n" + table + "\n" + cost_table)
+  print("Plots: %s, %s\nKaggle CSV of the KD student: %s" % (
+      os.path.join(args.out_dir, "gap_vs_step.png"), os.path.join(args.out_dir, "gap_vs_cost.png"), kaggle))
+
+
+if __name__ == "__main__":
+  main()

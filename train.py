@@ -1,0 +1,442 @@
+"""Trains a teacher (all frames), a student (k frames) or a distilled student (--model_type=kd).
+
+Flag-driven like the YouTube-8M starter code; the seed's command line runs as written. One tower per
+GPU (--num_gpu) with the batch split across towers and gradients averaged, CPU fallback; Adam with the
+starter's example-count staircase decay; checkpoints every --export_model_steps steps, every
+--save_checkpoint_minutes and when training stops; TensorBoard summaries; distributed training from
+TF_CONFIG (ps / worker / chief) with asynchronous updates.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import config
+import eval_util
+import kd_losses
+import model_utils
+import readers
+import utils
+from utils import InputError
+
+flags = tf.flags
+FLAGS = flags.FLAGS
+
+config.define_model_flags()
+config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "Checkpoints, model_flags.json and summaries.")
+config.define_flag(flags.DEFINE_string, "train_data_pattern", "", "Glob(s) of training shards, comma-separated.")
+config.define_flag(flags.DEFINE_bool, "start_new_model", False,
+                  "Start from scratch; refused if --train_dir already holds checkpoints.")
+config.define_flag(flags.DEFINE_float, "base_learning_rate", 0.01, "Initial learning rate.")
+config.define_flag(flags.DEFINE_float, "learning_rate_decay", 0.95, "Learning rate factor per decay period.")
+config.define_flag(flags.DEFINE_float, "learning_rate_decay_examples", 4000000, "Examples per decay period (staircase).")
+config.define_flag(flags.DEFINE_integer, "num_epochs", 5, "Passes over the training data (0: no limit).")
+config.define_flag(flags.DEFINE_integer, "max_steps", 0, "Stop at this global step (0: no limit).")
+if "max_step" not in FLAGS:
+  flags.DEFINE_alias("max_step", "max_steps")
+config.define_flag(flags.DEFINE_integer, "export_model_steps", 1000, "Checkpoint every this many steps.")
+config.define_flag(flags.DEFINE_float, "save_checkpoint_minutes", 10.0, "Also checkpoint every this many minutes.")
+config.define_flag(flags.DEFINE_integer, "keep_checkpoint_max", 5, "Most recent checkpoints kept.")
+config.define_flag(flags.DEFINE_float, "keep_checkpoint_every_n_hours", 10000.0, "Also keep one checkpoint per this many hours.")
+config.define_flag(flags.DEFINE_float, "clip_gradient_norm", 1.0, "Clip gradients to this global norm (0: no clipping).")
+config.define_flag(flags.DEFINE_float, "regularization_penalty", 1.0, "Weight of the models' L2 regularisation losses.")
+config.define_flag(flags.DEFINE_integer, "num_gpu", 1, "Towers: one per GPU. Without GPUs one tower runs on the CPU.")
+config.define_flag(flags.DEFINE_string, "visible_gpu", "", "CUDA_VISIBLE_DEVICES for this process (the seed's flag).")
+config.define_flag(flags.DEFINE_integer, "log_every_steps", 10, "Log loss, examples/sec and ETA every this many steps.")
+config.define_flag(flags.DEFINE_integer, "summary_every_steps", 10, "Write TensorBoard summaries every this many steps.")
+config.define_flag(flags.DEFINE_integer, "shuffle_buffer", 2048, "Videos in the training shuffle buffer.")
+config.define_flag(flags.DEFINE_integer, "seed", 0, "Graph-level random seed (initialisation, shuffling, random frames).")
+# Distillation (--model_type=kd).
+config.define_flag(flags.DEFINE_string, "teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir (kd).")
+config.define_flag(flags.DEFINE_string, "kd_mode", "serial",
+                    "serial: frozen pre-trained teacher; parallel: teacher trained on its own L_CE "
+                    "in the same run.")
+config.define_flag(flags.DEFINE_float, "ce_weight", 1.0, "Weight of L_CE (kd).")
+config.define_flag(flags.DEFINE_float, "pred_weight", 0.8, "Weight of L_pred, a batch mean (the seed's 0.01 per batch of 80).")
+config.define_flag(flags.DEFINE_float, "rep_weight", 0.08, "Weight of L_rep, a batch mean (the seed's 0.001 per batch of 80).")
+config.define_flag(flags.DEFINE_string, "pred_loss", "mse", "L_pred: mse on probabilities (paper) or kl on soft targets.")
+config.define_flag(flags.DEFINE_float, "temperature", 1.0, "Temperature of --pred_loss=kl.")
+config.define_flag(flags.DEFINE_bool, "student_init_from_teacher", False, "Start the student from the teacher's weights.")
+
+
+# -- devices and cluster --------------------------------------------------------------------------------
+def tower_devices(num_gpu, worker_device=""):
+  """One device per tower: the first num_gpu GPUs, or one CPU tower if this machine has none."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if num_gpu > 0 and gpus:
+    if len(gpus) < num_gpu:
+      tf.logging.warning("--num_gpu=%d but only %d GPU(s) visible: using %d towers",
+                         num_gpu, len(gpus), len(gpus))
+    return ["%s/device:GPU:%d" % (worker_device, i) for i in range(min(num_gpu, len(gpus)))]
+  if num_gpu > 0:
+    tf.logging.info("No GPU visible: training one tower on the CPU.")
+  return ["%s/device:CPU:0" % worker_device]
+
+
+def cluster_from_tf_config():
+  """(ClusterSpec, task type, task index) from TF_CONFIG, or (None, 'master', 0) when not distributed."""
+  spec = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+  cluster = spec.get("cluster")
+  if not cluster:
+    return None, "master", 0
+  task = spec.get("task", {})
+  task_type, task_index = task.get("type"), int(task.get("index", 0))
+  if task_type not in cluster:
+    raise InputError("TF_CONFIG task type %r is not a job of its cluster %s" % (task_type, sorted(cluster)))
+  return tf.train.ClusterSpec(cluster), task_type, task_index
+
+
+def is_chief(cluster, task_type, task_index):
+  if cluster is None or task_type in ("chief", "master"):
+    return True
+  jobs = cluster.jobs
+  return task_type == "worker" and task_index == 0 and "chief" not in jobs and "master" not in jobs
+
+
+# -- graph ------------------------------------------------------------------------------------------------
+def average_gradients(tower_grads):
+  """Mean over towers of each variable's gradient (same variable order in every tower)."""
+  averaged = []
+  for grads_and_vars in zip(*tower_grads):
+    grads = [g for g, _ in grads_and_vars if g is not None]
+    var = grads_and_vars[0][1]
+    averaged.append((tf.add_n(grads) / len(grads) if grads else None, var))
+  return averaged
+
+
+def _frozen_teacher_getter(getter, *args, **kwargs):
+  """Serial KD: the teacher's variables are local (never checkpointed with the student, never shared
+  through parameter servers) and not trainable; they are restored from the teacher checkpoint."""
+  kwargs["trainable"] = False
+  kwargs["collections"] = [tf.GraphKeys.LOCAL_VARIABLES]
+  return getter(*args, **kwargs)
+
+
+def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
+  """Towers, losses, averaged gradients and the train op. Returns a dict of tensors to run."""
+  global_step = tf.train.get_or_create_global_step()
+  num_towers = len(devices)
+  examples = tf.cast(global_step, tf.float32) * float(opts.batch_size * num_towers)
+  learning_rate = tf.train.exponential_decay(opts.base_learning_rate, examples,
+                                             opts.learning_rate_decay_examples,
+                                             opts.learning_rate_decay, staircase=True)
+  optimizer = tf.train.AdamOptimizer(learning_rate)
+  kd = model_flags["model_type"] == "kd"
+  parallel = kd and opts.kd_mode == "parallel"
+  splits = {key: tf.split(value, num_towers) for key, value in batch.items() if key != "video_ids"}
+  label_loss = model_utils.label_loss(model_flags)
+  scope = config.role_scope(model_flags)
+
+  tower_grads, tower_terms, tower_outputs = [], [], []
+  update_ops = []
+  for i, device in enumerate(devices):
+    with tf.device(device), tf.name_scope("tower_%d" % i) as name_scope:
+      labels = splits["labels"][i]
+      student = model_utils.build_model(model_flags, splits["video_matrix"][i],
+                                        splits["num_frames"][i], is_training=True, scope=scope)
+      ce = label_loss.calculate_loss(student["predictions"], labels)
+      terms = {"ce": ce}
+      loss = ce
+      teacher = None
+      if kd:
+        with tf.variable_scope("", custom_getter=None if parallel else _frozen_teacher_getter):
+          teacher = model_utils.build_model(teacher_flags, splits["teacher_matrix"][i],
+                                            splits["teacher_num_frames"][i], is_training=parallel,
+                                            scope="teacher")
+        loss, terms = kd_losses.distillation_loss(ce, teacher, student, opts.ce_weight,
+                                                  opts.pred_weight, opts.rep_weight,
+                                                  opts.pred_loss, opts.temperature)
+        if parallel:
+          terms["teacher_ce"] = label_loss.calculate_loss(teacher["predictions"], labels)
+          loss += terms["teacher_ce"]
+      regularization = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES, name_scope)
+      if regularization:
+        terms["regularization"] = tf.add_n(regularization)
+        loss += opts.regularization_penalty * terms["regularization"]
+      terms["total"] = loss
+      tower_grads.append(optimizer.compute_gradients(loss, var_list=tf.trainable_variables(),
+                                                     colocate_gradients_with_ops=True))
+      tower_terms.append(terms)
+      tower_outputs.append((student["predictions"],
+                            teacher["predictions"] if teacher is not None else None))
+      if i == 0:  # Batch-norm statistics: updated once per step, from the first tower's batch.
+        update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS, name_scope)
+
+  grads = average_gradients(tower_grads)
+  if opts.clip_gradient_norm > 0:
+    clipped, _ = tf.clip_by_global_norm([g for g, _ in grads], opts.clip_gradient_norm)
+    grads = [(c, v) for c, (_, v) in zip(clipped, grads)]
+  with tf.control_dependencies(update_ops):
+    train_op = optimizer.apply_gradients(grads, global_step=global_step)
+
+  losses = {name: tf.add_n([t[name] for t in tower_terms]) / num_towers for name in tower_terms[0]}
+  for name, value in losses.items():
+    tf.summary.scalar("loss/" + name if name != "total" else "loss", value)
+  tf.summary.scalar("learning_rate", learning_rate)
+  fetch = {"train_op": train_op, "global_step": global_step, "losses": losses,
+           "learning_rate": learning_rate, "labels": batch["labels"], "gradients": grads,
+           "predictions": tf.concat([p for p, _ in tower_outputs], 0)}
+  if kd:
+    fetch["teacher_predictions"] = tf.concat([t for _, t in tower_outputs], 0)
+  return fetch
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def _teacher_setup(opts, model_flags):
+  """Teacher checkpoint and flags for KD (read from the teacher train_dir's model_flags.json)."""
+  if model_flags["model_type"] != "kd":
+    return None, None
+  if opts.kd_mode not in ("serial", "parallel"):
+    raise InputError("--kd_mode=%r: expected serial or parallel" % opts.kd_mode)
+  if opts.kd_mode == "parallel":
+    teacher_flags = dict(model_flags, model_type="teacher", k_frame=model_flags["max_frames"])
+    return None, teacher_flags
+  if not opts.teacher_checkpoint:
+    raise InputError("--model_type=kd needs --teacher_checkpoint (a teacher train_dir or checkpoint)")
+  checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+  teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
+  for name in ("num_classes", "feature_names", "feature_sizes", "frame_features", "max_frames"):
+    if teacher_flags[name] != model_flags[name]:
+      raise InputError("--teacher_checkpoint=%s was trained with %s=%s, this run has %s=%s"
+                       % (opts.teacher_checkpoint, name, teacher_flags[name], name, model_flags[name]))
+  return checkpoint, teacher_flags
+
+
+def _input_batch(opts, model_flags, teacher_flags, num_towers):
+  """Training batches; in KD mode the teacher's frames (per its own flags) ride along."""
+  kd = teacher_flags is not None
+  teacher_reads_all = kd and config.frames_read(teacher_flags) is None
+  reader = model_utils.make_reader(model_flags, also_full_frames=teacher_reads_all, seed=opts.seed)
+  files = readers.resolve_files(opts.train_data_pattern, "--train_data_pattern")
+  batch, init = reader.input_batch(files, opts.batch_size * num_towers, training=True,
+                                   num_readers=opts.num_readers,
+                                   num_epochs=opts.num_epochs or None,
+                                   shuffle_buffer=opts.shuffle_buffer, seed=opts.seed)
+  if kd:
+    if teacher_reads_all:
+      batch["teacher_matrix"], batch["teacher_num_frames"] = (batch.pop("full_video_matrix"),
+                                                              batch.pop("full_num_frames"))
+    elif config.frames_read(teacher_flags) == config.frames_read(model_flags) and \
+        teacher_flags["frame_sampling"] == model_flags["frame_sampling"]:
+      batch["teacher_matrix"], batch["teacher_num_frames"] = batch["video_matrix"], batch["num_frames"]
+    else:
+      raise InputError("the teacher reads %s frames by %s sampling; a KD teacher must read all frames "
+                       "or the student's frames" % (teacher_flags["k_frame"], teacher_flags["frame_sampling"]))
+  return batch, init, files
+
+
+def _check_train_dir(opts, chief):
+  latest = tf.train.latest_checkpoint(opts.train_dir) if tf.io.gfile.exists(opts.train_dir) else None
+  if opts.start_new_model and latest and chief:
+    raise InputError("--train_dir=%s already holds %s: pass --start_new_model=False to resume it, or "
+                     "choose a new --train_dir (nothing is deleted)" % (opts.train_dir, latest))
+  return latest
+
+
+def _log_and_summarize(values, step, opts, writer, examples_per_sec, eta):
+  losses = values["losses"]
+  hit = eval_util.calculate_hit_at_one(values["predictions"], values["labels"])
+  gap = eval_util.calculate_gap(values["predictions"], values["labels"])
+  parts = ["step %d" % step] + ["%s %.4g" % (k, v) for k, v in sorted(losses.items())]
+  parts += ["GAP %.3f" % gap, "Hit@1 %.3f" % hit]
+  summaries = [utils.scalar_summary("train/gap", gap), utils.scalar_summary("train/hit_at_one", hit),
+               utils.scalar_summary("global_step/examples_per_sec", examples_per_sec)]
+  if "teacher_predictions" in values:
+    teacher_gap = eval_util.calculate_gap(values["teacher_predictions"], values["labels"])
+    parts.append("teacher GAP %.3f" % teacher_gap)
+    summaries.append(utils.scalar_summary("train/teacher_gap", teacher_gap))
+  parts.append("%.1f examples/sec" % examples_per_sec)
+  if eta is not None:
+    parts.append("ETA %s" % time.strftime("%H:%M:%S", time.gmtime(eta)))
+  tf.logging.info(" | ".join(parts))
+  if writer is not None:
+    for summary in summaries:
+      writer.add_summary(summary, step)
+
+
+def teacher_savers(teacher_checkpoint, teacher_flags, init_student):
+  """Savers restoring the KD graph's `teacher/` (and, with --student_init_from_teacher, `student/`)
+  from the teacher checkpoint, whatever scope the teacher was trained in. Raises InputError listing
+  missing variables and shape mismatches before any training."""
+  scope = config.role_scope(teacher_flags)
+  teacher_vars = model_utils.scope_variables("teacher") + [
+      v for v in tf.local_variables() if v.op.name.startswith("teacher/")]
+  teacher_saver = tf.train.Saver(model_utils.restore_map(
+      teacher_checkpoint, scope, teacher_vars, "teacher", "--teacher_checkpoint"))
+  init_fn = None
+  if init_student:
+    init_saver = tf.train.Saver(model_utils.restore_map(
+        teacher_checkpoint, scope, model_utils.scope_variables("student"), "student",
+        "--teacher_checkpoint (for --student_init_from_teacher)"))
+    init_fn = lambda sess: init_saver.restore(sess, teacher_checkpoint)
+  return teacher_saver, init_fn
+
+
+class TrainingRun(object):
+  """A prepared run: session (initialised or restored, teacher loaded), graph tensors and savers."""
+
+  def __init__(self, **parts):
+    self.__dict__.update(parts)
+
+
+def prepare(opts):
+  """Validates flags and files, builds the graph, opens the session. None for a parameter server
+  (which serves until killed)."""
+  if opts.visible_gpu:
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.visible_gpu)
+  model_flags = config.model_flags_from(opts.flag_values_dict() if hasattr(opts, "flag_values_dict")
+                                        else vars(opts))
+  cluster, task_type, task_index = cluster_from_tf_config()
+  chief = is_chief(cluster, task_type, task_index)
+  if task_type == "ps":
+    server = tf.train.Server(cluster, job_name="ps", task_index=task_index)
+    tf.logging.info("Parameter server %d serving.", task_index)
+    server.join()
+    return None
+  if opts.pred_loss not in kd_losses.PRED_LOSSES:
+    raise InputError("--pred_loss=%r: expected one of %s" % (opts.pred_loss, ", ".join(kd_losses.PRED_LOSSES)))
+  if model_flags["model_type"] == "teacher" and config.frames_read(model_flags):
+    tf.logging.warning("--model_type=teacher with --k_frame=%d < --max_frames: a %d-frame model in "
+                       "scope teacher/ (the seed's student stage); --model_type=student is clearer.",
+                       model_flags["k_frame"], model_flags["k_frame"])
+  teacher_checkpoint, teacher_flags = _teacher_setup(opts, model_flags)
+  latest = _check_train_dir(opts, chief)
+  if latest and chief:
+    config.check_model_flags(opts.train_dir, model_flags)
+
+  target, worker_device = "", ""
+  if cluster is not None:
+    server = tf.train.Server(cluster, job_name=task_type, task_index=task_index)
+    target, worker_device = server.target, "/job:%s/task:%d" % (task_type, task_index)
+
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.set_random_seed(opts.seed)
+    devices = tower_devices(opts.num_gpu, worker_device)
+    device_fn = (tf.train.replica_device_setter(worker_device=worker_device, cluster=cluster)
+                 if cluster is not None else None)
+    with tf.device(device_fn):
+      with tf.device("%s/device:CPU:0" % worker_device):
+        batch, iterator_init, files = _input_batch(opts, model_flags, teacher_flags, len(devices))
+      fetch = build_training_graph(model_flags, opts, batch, devices, teacher_flags)
+      saver = tf.train.Saver(tf.global_variables(), max_to_keep=opts.keep_checkpoint_max,
+                             keep_checkpoint_every_n_hours=opts.keep_checkpoint_every_n_hours,
+                             save_relative_paths=True)
+      teacher_saver, init_fn = (teacher_savers(teacher_checkpoint, teacher_flags,
+                                               opts.student_init_from_teacher)
+                                if teacher_checkpoint else (None, None))
+      summary_op = tf.summary.merge_all()
+      global_init = tf.global_variables_initializer()
+      local_init = tf.group(tf.local_variables_initializer(), iterator_init)
+      ready = tf.report_uninitialized_variables(tf.global_variables())
+    graph.finalize()
+
+  if chief:
+    config.write_model_flags(opts.train_dir, model_flags)
+  session_manager = tf.train.SessionManager(local_init_op=local_init, ready_op=ready,
+                                            ready_for_local_init_op=ready, graph=graph)
+  session_config = tf.ConfigProto(allow_soft_placement=True)
+  if chief:
+    sess = session_manager.prepare_session(target, init_op=global_init, saver=saver,
+                                           checkpoint_dir=opts.train_dir if latest else None,
+                                           init_fn=init_fn, config=session_config)
+  else:
+    sess = session_manager.wait_for_session(target, config=session_config)
+  if teacher_saver is not None:
+    teacher_saver.restore(sess, teacher_checkpoint)
+    tf.logging.info("Teacher restored from %s (frozen, inference mode).", teacher_checkpoint)
+  return TrainingRun(sess=sess, graph=graph, opts=opts, fetch=fetch, saver=saver,
+                     summary_op=summary_op, chief=chief, files=files, resumed_from=latest,
+                     model_flags=model_flags, teacher_checkpoint=teacher_checkpoint)
+
+
+def train(opts):
+  """Runs training from a flag object (absl FLAGS or any object with the same attributes); returns
+  the final global step."""
+  run = prepare(opts)
+  if run is None:
+    return None
+  try:
+    return train_loop(run)
+  finally:
+    run.sess.close()
+
+
+def train_loop(run):
+  """Runs steps until max_steps, the end of the epochs or Ctrl-C; always ends with a checkpoint."""
+  sess, opts, fetch, saver, chief, files = run.sess, run.opts, run.fetch, run.saver, run.chief, run.files
+  summary_op, resumed_from = run.summary_op, run.resumed_from
+  writer = tf.summary.FileWriter(opts.train_dir, sess.graph if chief else None) if chief else None
+  checkpoint_path = os.path.join(opts.train_dir, "model.ckpt")
+  step = start_step = sess.run(fetch["global_step"])
+  tf.logging.info("%s at step %d; training on %d file(s).",
+                  "Resumed from %s" % resumed_from if resumed_from else "New model", step, len(files))
+  if opts.max_steps and step >= opts.max_steps:
+    tf.logging.info("Global step %d already reached --max_steps=%d.", step, opts.max_steps)
+  last_saved_step, last_save_time = step, time.time()
+  run_fetch = {k: v for k, v in fetch.items() if k in ("train_op", "global_step", "losses")}
+  log_fetch = {k: v for k, v in fetch.items() if k not in ("gradients", "learning_rate")}
+  window_start, window_step = time.time(), step
+
+  def save(step):
+    saver.save(sess, checkpoint_path, global_step=step)
+    tf.logging.info("Checkpoint %s-%d written.", checkpoint_path, step)
+
+  reason = "the end of the training data (--num_epochs=%d)" % opts.num_epochs
+  try:
+    while not (opts.max_steps and step >= opts.max_steps):
+      logging_now = (step + 1) % opts.log_every_steps == 0
+      summarizing = chief and (step + 1) % opts.summary_every_steps == 0
+      this_fetch = log_fetch if logging_now else run_fetch
+      if summarizing:
+        this_fetch = dict(this_fetch, summary=summary_op)
+      values = sess.run(this_fetch)
+      step = values["global_step"]
+      if summarizing:
+        writer.add_summary(values["summary"], step)
+      if logging_now:
+        elapsed = time.time() - window_start
+        examples_per_sec = len(values["labels"]) * max(step - window_step, 1) / max(elapsed, 1e-9)
+        eta = ((opts.max_steps - step) * elapsed / max(step - window_step, 1)
+               if opts.max_steps else None)
+        _log_and_summarize(values, step, opts, writer, examples_per_sec, eta)
+        window_start, window_step = time.time(), step
+      if chief and (step - last_saved_step >= opts.export_model_steps or
+                    time.time() - last_save_time >= 60 * opts.save_checkpoint_minutes):
+        save(step)
+        last_saved_step, last_save_time = step, time.time()
+    reason = "--max_steps=%d" % opts.max_steps
+  except tf.errors.OutOfRangeError:
+    pass
+  except KeyboardInterrupt:
+    reason = "Ctrl-C"
+  except tf.errors.OpError as error:
+    explained = readers.explain_data_error(error, files)
+    if explained is None:
+      raise
+    raise explained
+  finally:
+    if chief and step > last_saved_step:
+      save(step)
+  tf.logging.info("Training stopped at step %d (%s); %d steps this run.", step, reason,
+                  step - start_step)
+  if writer is not None:
+    writer.close()
+  return step
+
+
+def main(argv):
+  """Entry point: parses argv (in-process callers pass their own), trains, returns the final step."""
+  FLAGS.unparse_flags()
+  FLAGS(argv)
+  tf.logging.set_verbosity(tf.logging.INFO)
+  return train(FLAGS)
+
+
+if __name__ == "__main__":
+  tf.disable_v2_behavior()
+  utils.run_cli(main, sys.argv)
