@@ -77,6 +77,25 @@ def tower_devices(num_gpu, worker_device=""):
   return ["%s/device:CPU:0" % worker_device]
 
 
+VARIABLE_OPS = ("Variable", "VariableV2", "VarHandleOp")
+
+
+def tower_placement(tower_device, worker_device, cluster, local_scopes=()):
+  """Device function of one tower: its ops on `tower_device`; variables on the parameter servers
+  (distributed) or on this worker's CPU (shared by the local towers), except those of
+  `local_scopes` (a serial KD teacher), which every worker keeps on its own CPU."""
+  ps_setter = tf.train.replica_device_setter(cluster=cluster) if cluster is not None else None
+  worker_cpu = "%s/device:CPU:0" % worker_device
+
+  def place(op):
+    if op.type in VARIABLE_OPS:
+      if ps_setter is None or op.name.startswith(tuple(local_scopes)):
+        return worker_cpu
+      return ps_setter(op)
+    return tower_device
+  return place
+
+
 def cluster_from_tf_config():
   """(ClusterSpec, task type, task index) from TF_CONFIG, or (None, 'master', 0) when not distributed."""
   spec = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
@@ -316,7 +335,9 @@ def prepare(opts):
   graph = tf.Graph()
   with graph.as_default():
     tf.set_random_seed(opts.seed)
-    devices = tower_devices(opts.num_gpu, worker_device)
+    local_scopes = ("teacher/",) if teacher_checkpoint else ()
+    devices = [tower_placement(device, worker_device, cluster, local_scopes)
+               for device in tower_devices(opts.num_gpu, worker_device)]
     device_fn = (tf.train.replica_device_setter(worker_device=worker_device, cluster=cluster)
                  if cluster is not None else None)
     with tf.device(device_fn):
@@ -338,8 +359,13 @@ def prepare(opts):
   if chief:
     config.write_model_flags(opts.train_dir, model_flags)
   session_manager = tf.train.SessionManager(local_init_op=local_init, ready_op=ready,
-                                            ready_for_local_init_op=ready, graph=graph)
-  session_config = tf.ConfigProto(allow_soft_placement=True)
+                                            ready_for_local_init_op=ready, graph=graph,
+                                            recovery_wait_secs=1)
+  # A worker talks to the parameter servers and itself only, so it neither waits for nor depends on
+  # the other workers (which may have finished already).
+  session_config = tf.ConfigProto(
+      allow_soft_placement=True,
+      device_filters=["/job:ps", worker_device] if cluster is not None else None)
   if chief:
     sess = session_manager.prepare_session(target, init_op=global_init, saver=saver,
                                            checkpoint_dir=opts.train_dir if latest else None,
@@ -351,7 +377,7 @@ def prepare(opts):
     tf.logging.info("Teacher restored from %s (frozen, inference mode).", teacher_checkpoint)
   return TrainingRun(sess=sess, graph=graph, opts=opts, fetch=fetch, saver=saver,
                      summary_op=summary_op, chief=chief, files=files, resumed_from=latest,
-                     model_flags=model_flags, teacher_checkpoint=teacher_checkpoint)
+                     model_flags=model_flags, teacher_checkpoint=teacher_checkpoint, cluster=cluster)
 
 
 def train(opts):
@@ -372,7 +398,7 @@ def train_loop(run):
   summary_op, resumed_from = run.summary_op, run.resumed_from
   writer = tf.summary.FileWriter(opts.train_dir, sess.graph if chief else None) if chief else None
   checkpoint_path = os.path.join(opts.train_dir, "model.ckpt")
-  step = start_step = sess.run(fetch["global_step"])
+  step = sess.run(fetch["global_step"])
   tf.logging.info("%s at step %d; training on %d file(s).",
                   "Resumed from %s" % resumed_from if resumed_from else "New model", step, len(files))
   if opts.max_steps and step >= opts.max_steps:
@@ -380,7 +406,8 @@ def train_loop(run):
   last_saved_step, last_save_time = step, time.time()
   run_fetch = {k: v for k, v in fetch.items() if k in ("train_op", "global_step", "losses")}
   log_fetch = {k: v for k, v in fetch.items() if k not in ("gradients", "learning_rate")}
-  window_start, window_step = time.time(), step
+  local_steps = 0                      # steps run by this worker (the global step counts all workers)
+  window_start, window_local = time.time(), 0
 
   def save(step):
     saver.save(sess, checkpoint_path, global_step=step)
@@ -389,8 +416,9 @@ def train_loop(run):
   reason = "the end of the training data (--num_epochs=%d)" % opts.num_epochs
   try:
     while not (opts.max_steps and step >= opts.max_steps):
-      logging_now = (step + 1) % opts.log_every_steps == 0
-      summarizing = chief and (step + 1) % opts.summary_every_steps == 0
+      local_steps += 1
+      logging_now = local_steps % opts.log_every_steps == 0
+      summarizing = chief and local_steps % opts.summary_every_steps == 0
       this_fetch = log_fetch if logging_now else run_fetch
       if summarizing:
         this_fetch = dict(this_fetch, summary=summary_op)
@@ -399,12 +427,12 @@ def train_loop(run):
       if summarizing:
         writer.add_summary(values["summary"], step)
       if logging_now:
-        elapsed = time.time() - window_start
-        examples_per_sec = len(values["labels"]) * max(step - window_step, 1) / max(elapsed, 1e-9)
-        eta = ((opts.max_steps - step) * elapsed / max(step - window_step, 1)
-               if opts.max_steps else None)
+        elapsed = max(time.time() - window_start, 1e-9)
+        steps_per_sec = (local_steps - window_local) / elapsed
+        examples_per_sec = len(values["labels"]) * steps_per_sec
+        eta = (opts.max_steps - step) / steps_per_sec if opts.max_steps else None
         _log_and_summarize(values, step, opts, writer, examples_per_sec, eta)
-        window_start, window_step = time.time(), step
+        window_start, window_local = time.time(), local_steps
       if chief and (step - last_saved_step >= opts.export_model_steps or
                     time.time() - last_save_time >= 60 * opts.save_checkpoint_minutes):
         save(step)
@@ -422,8 +450,8 @@ def train_loop(run):
   finally:
     if chief and step > last_saved_step:
       save(step)
-  tf.logging.info("Training stopped at step %d (%s); %d steps this run.", step, reason,
-                  step - start_step)
+  tf.logging.info("Training stopped at global step %d (%s); %d steps run by this %s.", step, reason,
+                  local_steps, "process" if run.cluster is None else "worker")
   if writer is not None:
     writer.close()
   return step

@@ -64,6 +64,7 @@ def scalar_summary(tag, value):
 
 def run_cli(entry, argv):
   """Runs a command-line entry point: bad input (InputError, a bad flag) is one line on stderr, exit 2."""
+  tf.get_logger().propagate = False  # one copy of each log line (absl's root handler would repeat it)
   try:
     entry(argv)
   except InputError as error:

@@ -30,8 +30,8 @@ def _prepare(argv):
 
 
 def _values(run, prefix, local=False):
-  variables = tf.local_variables() if local else tf.global_variables()
   with run.graph.as_default():
+    variables = tf.local_variables() if local else tf.global_variables()
     return {v.op.name: run.sess.run(v) for v in variables if v.op.name.startswith(prefix)}
 
 
