@@ -416,13 +416,13 @@ def train_loop(run):
   reason = "the end of the training data (--num_epochs=%d)" % opts.num_epochs
   try:
     while not (opts.max_steps and step >= opts.max_steps):
-      local_steps += 1
-      logging_now = local_steps % opts.log_every_steps == 0
-      summarizing = chief and local_steps % opts.summary_every_steps == 0
+      logging_now = (local_steps + 1) % opts.log_every_steps == 0
+      summarizing = chief and (local_steps + 1) % opts.summary_every_steps == 0
       this_fetch = log_fetch if logging_now else run_fetch
       if summarizing:
         this_fetch = dict(this_fetch, summary=summary_op)
       values = sess.run(this_fetch)
+      local_steps += 1
       step = values["global_step"]
       if summarizing:
         writer.add_summary(values["summary"], step)
