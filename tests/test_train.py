@@ -183,3 +183,15 @@ def test_cli_bad_input_is_one_line(frame_data, tmp_path):
                            "--train_data_pattern=" + frame_data["train"], "--train_dir=" + str(tmp_path / "t")],
                           cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 2 and "error: --model_type='tutor'" in result.stderr
+
+
+def test_eval_watch_mode_evaluates_each_checkpoint_once(frame_data, tmp_path):
+  train_dir = tmp_path / "watched"
+  train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=10",
+                        "--export_model_steps=5"))
+  argv = ["eval.py", "--train_dir=" + str(train_dir), "--eval_data_pattern=" + frame_data["validate"],
+          "--batch_size=64", "--max_wait_secs=2", "--eval_interval_secs=1"]
+  first = eval_lib.main(argv)
+  assert [r["global_step"] for r in first] == [5, 10]
+  assert eval_lib.main(argv) == [], "already evaluated checkpoints are not evaluated again"
+  assert {"metrics-5.json", "metrics-10.json", "metrics.json"} <= set(os.listdir(str(train_dir / "eval")))
