@@ -53,16 +53,18 @@ def parse_args(argv=None):
   parser.add_argument("--seeds", type=int, default=None, help="Seeds per configuration (default 1; grid 3).")
   # Data (generated): YT8M format at reduced feature sizes so that the study fits on 2 CPU cores.
   parser.add_argument("--num_train", type=int, default=6000)
-  parser.add_argument("--num_validate", type=int, default=2000)
+  parser.add_argument("--num_validate", type=int, default=1500)
   parser.add_argument("--num_classes", type=int, default=200)
   parser.add_argument("--rgb_size", type=int, default=64)
   parser.add_argument("--audio_size", type=int, default=16)
   parser.add_argument("--max_frames", type=int, default=300)
   parser.add_argument("--data_seed", type=int, default=0)
+  parser.add_argument("--evidence_strength", type=float, default=3.0,
+                      help="Generator: how strongly a topic shows in its segments' frames.")
   # Training.
-  parser.add_argument("--teacher_steps", type=int, default=1200)
-  parser.add_argument("--student_steps", type=int, default=1200)
-  parser.add_argument("--eval_every_steps", type=int, default=200)
+  parser.add_argument("--teacher_steps", type=int, default=2000)
+  parser.add_argument("--student_steps", type=int, default=2000)
+  parser.add_argument("--eval_every_steps", type=int, default=250)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--model_flags", default="--groups=4 --nextvlad_cluster_size=16 "
                       "--nextvlad_hidden_size=128 --expansion=2 --gating_reduction=4 --drop_rate=0.3",
@@ -106,7 +108,8 @@ def ensure_data(args):
     generate_synthetic_yt8m.generate(
         data_dir, num_train=args.num_train, num_validate=args.num_validate, num_test=0,
         num_classes=args.num_classes, rgb_size=args.rgb_size, audio_size=args.audio_size,
-        max_frames=args.max_frames, shards_per_split=4, seed=args.data_seed)
+        max_frames=args.max_frames, shards_per_split=4, seed=args.data_seed,
+        evidence_strength=args.evidence_strength)
   return {"train": os.path.join(data_dir, "frame", "train", "train*.tfrecord"),
           "validate": os.path.join(data_dir, "frame", "validate", "validate*.tfrecord"),
           "stats": json.load(open(stats_path))}
@@ -117,7 +120,7 @@ def common_flags(args, data, seed):
            "--feature_sizes=%d,%d" % (args.rgb_size, args.audio_size),
            "--num_classes=%d" % args.num_classes, "--max_frames=%d" % args.max_frames,
            "--batch_size=%d" % args.batch_size, "--base_learning_rate=%g" % args.learning_rate,
-           "--learning_rate_decay=0.8", "--learning_rate_decay_examples=%d" % (args.batch_size * 400),
+           "--learning_rate_decay=0.8", "--learning_rate_decay_examples=%d" % (args.batch_size * 1000),
            "--num_epochs=0", "--export_model_steps=%d" % args.eval_every_steps,
            "--keep_checkpoint_max=1000", "--log_every_steps=100", "--num_readers=4",
            "--seed=%d" % seed] + args.model_flags.split())
