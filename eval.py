@@ -145,7 +145,7 @@ def run(opts):
 def main(argv):
   FLAGS.unparse_flags()
   FLAGS(argv)
-  tf.logging.set_verbosity(tf.logging.INFO)
+  utils.setup_logging()
   return run(FLAGS)
 
 

@@ -81,7 +81,7 @@ def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
 def main(argv):
   FLAGS.unparse_flags()
   FLAGS(argv)
-  tf.logging.set_verbosity(tf.logging.INFO)
+  utils.setup_logging()
   return export(FLAGS.train_dir, FLAGS.checkpoint_file, FLAGS.export_dir, FLAGS.top_k)
 
 

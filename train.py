@@ -461,7 +461,7 @@ def main(argv):
   """Entry point: parses argv (in-process callers pass their own), trains, returns the final step."""
   FLAGS.unparse_flags()
   FLAGS(argv)
-  tf.logging.set_verbosity(tf.logging.INFO)
+  utils.setup_logging()
   return train(FLAGS)
 
 

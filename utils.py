@@ -64,7 +64,6 @@ def scalar_summary(tag, value):
 
 def run_cli(entry, argv):
   """Runs a command-line entry point: bad input (InputError, a bad flag) is one line on stderr, exit 2."""
-  tf.get_logger().propagate = False  # one copy of each log line (absl's root handler would repeat it)
   try:
     entry(argv)
   except InputError as error:
@@ -81,3 +80,9 @@ def write_json_atomic(path, value):
   with tf.io.gfile.GFile(tmp, "w") as f:
     json.dump(value, f, indent=2, sort_keys=True)
   tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def setup_logging(verbosity=tf.logging.INFO):
+  """TensorFlow log level, each line printed once (the root handler absl installs would repeat it)."""
+  tf.get_logger().propagate = False
+  tf.logging.set_verbosity(verbosity)

@@ -251,7 +251,6 @@ def main(argv=None):
   ks = [int(k) for k in (args.ks or ("6,10,15,20,30" if args.grid else "6,30")).split(",")]
   seeds = list(range(args.seeds or (3 if args.grid else 1)))
   os.makedirs(args.out_dir, exist_ok=True)
-  tf.logging.set_verbosity(tf.logging.WARN)
   data = ensure_data(args)
   plan = [("teacher", None, seed, ["--model_type=teacher"]) for seed in seeds]
   for k in ks:
