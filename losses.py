@@ -8,38 +8,48 @@ EPSILON = 1e-5
 
 
 class BaseLoss(object):
-  """calculate_loss(predictions, labels) -> scalar."""
+  """calculate_loss(predictions, labels, **unused_params) -> scalar loss of a batch."""
+
+  def calculate_loss(self, predictions, labels, **unused_params):
+    raise NotImplementedError()
 
 
 class CrossEntropyLoss(BaseLoss):
-  """Binary cross-entropy of each class, summed over classes, averaged over videos."""
+  """Binary cross-entropy of each class's probability, with EPSILON inside the logs (the starter's),
+  summed over classes and averaged over videos."""
 
   def calculate_loss(self, predictions, labels, **unused_params):
     labels = tf.cast(labels, tf.float32)
-    loss = -(labels * tf.log(predictions + EPSILON) + (1 - labels) * tf.log(1 - predictions + EPSILON))
+    loss = -(labels * tf.log(predictions + EPSILON)
+             + (1.0 - labels) * tf.log(1.0 - predictions + EPSILON))
     return tf.reduce_mean(tf.reduce_sum(loss, axis=1))
 
 
 class HingeLoss(BaseLoss):
-  """Hinge loss with labels mapped to {-1, +1}, summed over classes, averaged over videos."""
+  """max(0, b - y·prediction) with labels y mapped to {-1, +1}, summed over classes, averaged over
+  videos."""
 
   def calculate_loss(self, predictions, labels, b=1.0, **unused_params):
-    signs = 2 * tf.cast(labels, tf.float32) - 1
+    signs = 2.0 * tf.cast(labels, tf.float32) - 1.0
     return tf.reduce_mean(tf.reduce_sum(tf.maximum(0.0, b - signs * predictions), axis=1))
 
 
 class SoftmaxLoss(BaseLoss):
-  """Cross-entropy of a softmax over classes against the labels normalised to sum 1."""
+  """Cross-entropy of a softmax over the classes' scores against the labels normalised to sum 1,
+  averaged over videos (log-softmax, the stable form of the starter's log(softmax))."""
 
   def calculate_loss(self, predictions, labels, **unused_params):
     labels = tf.cast(labels, tf.float32)
-    norm = tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), EPSILON)
-    softmax = tf.nn.softmax(predictions)
-    return tf.reduce_mean(-tf.reduce_sum(labels / norm * tf.log(softmax + EPSILON), axis=1))
+    targets = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1e-7)
+    return tf.reduce_mean(-tf.reduce_sum(targets * tf.nn.log_softmax(predictions), axis=1))
+
+
+LOSSES = {cls.__name__: cls for cls in (CrossEntropyLoss, HingeLoss, SoftmaxLoss)}
 
 
 def get_loss(name):
-  losses = {cls.__name__: cls for cls in (CrossEntropyLoss, HingeLoss, SoftmaxLoss)}
-  if name not in losses:
-    raise InputError("--label_loss=%r: expected one of %s" % (name, ", ".join(sorted(losses))))
-  return losses[name]()
+  """An instance of the label loss class named `name` (--label_loss)."""
+  if name not in LOSSES:
+    raise InputError("--label_loss=%r: unknown loss, expected one of %s"
+                     % (name, ", ".join(sorted(LOSSES))))
+  return LOSSES[name]()

@@ -4,22 +4,33 @@ from utils import InputError
 
 
 class BaseModel(object):
-  """Every model: create_model(model_input, num_frames, vocab_size, is_training, **unused) returns a
-  dict with `predictions` (sigmoid probabilities [B, vocab]), `logits` [B, vocab] and
-  `representation` (the video vector L_rep compares). Hyperparameters come to the constructor as
-  keyword arguments; unknown ones are ignored, so a dict of all model flags can be passed."""
+  """Every model takes its hyperparameters as constructor keyword arguments (unknown ones are
+  ignored, so a dict of all model flags can be passed) and builds its graph with
 
-  def __init__(self, **hparams):
-    self.hparams = hparams
+    create_model(model_input, num_frames, vocab_size, is_training, **unused_params) -> dict
+
+  holding `predictions` (sigmoid probabilities [B, vocab]), `logits` [B, vocab] and
+  `representation` (the video vector the distillation loss L_rep compares). `is_training` is a
+  Python bool (dropout, batch statistics and their update ops only when True)."""
+
+  def create_model(self, model_input, num_frames, vocab_size, is_training, **unused_params):
+    raise NotImplementedError()
 
 
-def get_model(name, **hparams):
-  """An instance of the model class registered under `name` (e.g. NeXtVLADModel)."""
+def _registry():
+  # Imported here: the model modules import this one for BaseModel.
   import frame_level_models
   import nextvlad
   import video_level_models
-  registry = {cls.__name__: cls for cls in (nextvlad.NeXtVLADModel, frame_level_models.FrameLevelLogisticModel,
-                                            video_level_models.LogisticModel, video_level_models.MoeModel)}
+  classes = (nextvlad.NeXtVLADModel, frame_level_models.FrameLevelLogisticModel,
+             video_level_models.LogisticModel, video_level_models.MoeModel)
+  return {cls.__name__: cls for cls in classes}
+
+
+def get_model(name, **hparams):
+  """An instance of the model class registered under `name`, built with `hparams`."""
+  registry = _registry()
   if name not in registry:
-    raise InputError("--model=%r: expected one of %s" % (name, ", ".join(sorted(registry))))
+    raise InputError("--model=%r: unknown model, expected one of %s"
+                     % (name, ", ".join(sorted(registry))))
   return registry[name](**hparams)

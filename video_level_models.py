@@ -1,34 +1,71 @@
-"""Video-level classifiers: on averaged features directly, or on top of a frame model's vector."""
+"""Video-level classifiers: used on video-level features [B, D] directly, and as the classifier on
+top of a frame model's vector. create_model(model_input, vocab_size, ...) -> dict with `logits`,
+`predictions` and `representation` (= model_input, the classifier's input)."""
 
 import tensorflow.compat.v1 as tf
 
 import layers
 import models
-
-EPSILON = 1e-6
+from utils import InputError
 
 
 class LogisticModel(models.BaseModel):
-  """One sigmoid per class on the input vector; L2 penalty on weights and biases."""
+  """One sigmoid per class on the input vector (scope `logistic`); L2 `l2_penalty` on its weights
+  and biases."""
 
-  def create_model(self, model_input, vocab_size, l2_penalty=1e-8, is_training=False, **unused_params):
-    logits = layers.dense(model_input, vocab_size, "logistic", l2_penalty=l2_penalty)
+  def __init__(self, l2_penalty=1e-8, **unused_hparams):
+    self.l2_penalty = float(l2_penalty)
+
+  def create_model(self, model_input, vocab_size, l2_penalty=None, is_training=False,
+                   **unused_params):
+    """`l2_penalty`, when given, overrides the constructor's."""
+    penalty = self.l2_penalty if l2_penalty is None else float(l2_penalty)
+    logits = layers.dense(model_input, vocab_size, scope="logistic", regularize=penalty)
     return {"logits": logits, "predictions": tf.sigmoid(logits), "representation": model_input}
 
 
 class MoeModel(models.BaseModel):
-  """The starter's mixture of experts: per class, a softmax gate over `moe_num_mixtures` sigmoid
-  experts plus a dummy expert that always says 0."""
+  """The starter's mixture of experts: per class, a softmax gate (scope `gates`, no bias) over
+  `moe_num_mixtures` sigmoid experts (scope `experts`) plus a dummy expert that always says 0;
+  L2 `l2_penalty` on every weight and bias.
 
-  def create_model(self, model_input, vocab_size, l2_penalty=1e-8, moe_num_mixtures=2,
+  logits are the exact log(p / (1 - p)) of the mixture p, computed in log space: with log-gates
+  g_m and expert logits e_m, log p = LSE_m(g_m + log σ(e_m)) and, since the gates sum to 1,
+  log(1 - p) = LSE(g_dummy, g_m + log σ(-e_m)). The distillation losses can then use them at any
+  confidence.
+  """
+
+  def __init__(self, l2_penalty=1e-8, moe_num_mixtures=2, **unused_hparams):
+    self.l2_penalty = float(l2_penalty)
+    self.num_mixtures = int(moe_num_mixtures)
+    if self.num_mixtures < 1:
+      raise InputError("--moe_num_mixtures=%s: expected a positive integer" % moe_num_mixtures)
+
+  def create_model(self, model_input, vocab_size, l2_penalty=None, moe_num_mixtures=None,
                    is_training=False, **unused_params):
-    mixtures = int(moe_num_mixtures)
-    gates = layers.dense(model_input, vocab_size * (mixtures + 1), "gates", l2_penalty=l2_penalty)
-    experts = layers.dense(model_input, vocab_size * mixtures, "experts", l2_penalty=l2_penalty)
-    gate_distribution = tf.nn.softmax(tf.reshape(gates, [-1, mixtures + 1]))
-    expert_distribution = tf.sigmoid(tf.reshape(experts, [-1, mixtures]))
-    probabilities = tf.reduce_sum(gate_distribution[:, :mixtures] * expert_distribution, axis=1)
-    predictions = tf.reshape(probabilities, [-1, vocab_size])
-    clipped = tf.clip_by_value(predictions, EPSILON, 1.0 - EPSILON)
-    logits = tf.log(clipped) - tf.log1p(-clipped)  # the logit whose sigmoid is the mixture
-    return {"logits": logits, "predictions": predictions, "representation": model_input}
+    """`l2_penalty` and `moe_num_mixtures`, when given, override the constructor's."""
+    penalty = self.l2_penalty if l2_penalty is None else float(l2_penalty)
+    mixtures = self.num_mixtures if moe_num_mixtures is None else int(moe_num_mixtures)
+    gates = layers.dense(model_input, vocab_size * (mixtures + 1), use_bias=False, scope="gates",
+                         regularize=penalty)
+    experts = layers.dense(model_input, vocab_size * mixtures, scope="experts", regularize=penalty)
+    log_gates = tf.nn.log_softmax(tf.reshape(gates, [-1, vocab_size, mixtures + 1]))
+    experts = tf.reshape(experts, [-1, vocab_size, mixtures])
+    experts_on, dummy = log_gates[:, :, :mixtures], log_gates[:, :, mixtures:]
+    log_positive = tf.reduce_logsumexp(experts_on - tf.nn.softplus(-experts), axis=2)
+    log_negative = tf.reduce_logsumexp(
+        tf.concat([dummy, experts_on - tf.nn.softplus(experts)], axis=2), axis=2)
+    predictions = tf.reduce_sum(tf.exp(experts_on) * tf.sigmoid(experts), axis=2)
+    return {"logits": log_positive - log_negative, "predictions": predictions,
+            "representation": model_input}
+
+
+CLASSIFIERS = {cls.__name__: cls for cls in (LogisticModel, MoeModel)}
+
+
+def get_classifier(name, **hparams):
+  """The video-level classifier a frame model puts on top of its vector, by flag name."""
+  if name not in CLASSIFIERS:
+    raise InputError("--video_level_classifier_model=%r: expected one of %s"
+                     % (name, ", ".join(sorted(CLASSIFIERS))))
+  return CLASSIFIERS[name](**hparams)
