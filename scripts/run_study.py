@@ -172,38 +172,34 @@ def _cell(values, key):
   return "%.4f ± %.4f" % (np.mean(numbers), np.std(numbers))
 
 
+def write_table(out_dir, name, title, header, rows):
+  """Writes <name>.csv and <name>.md (a Markdown table under `title`); returns the Markdown table."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  with open(os.path.join(out_dir, name + ".csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  table = "\n".join(lines) + "\n"
+  with open(os.path.join(out_dir, name + ".md"), "w") as f:
+    f.write("# %s\n\n%s" % (title, table))
+  return table
+
+
 def write_results(out_dir, rows, ks):
   """rows: list of (label, {k or None: [final metrics per seed]})."""
   header = ["model"] + ["%s k=%d" % (m, k) for k in ks for _, m in METRICS]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    for label, by_k in rows:
-      cells = [_cell(by_k.get(k) or by_k.get(None), key) for k in ks for key, _ in METRICS]
-      writer.writerow([label] + cells)
-      lines.append("| " + " | ".join([label] + cells) + " |")
-  table = "\n".join(lines) + "\n"
-  with open(os.path.join(out_dir, "results.md"), "w") as f:
-    f.write("# Results on the generated validation split\n\n" + table)
-  return table
+  cells = [[label] + [_cell(by_k.get(k) or by_k.get(None), key) for k in ks for key, _ in METRICS]
+           for label, by_k in rows]
+  return write_table(out_dir, "results", "Results on the generated validation split", header, cells)
 
 
 def write_costs(out_dir, costs):
   header = ["model", "frames read", "trainable parameters", "multiply-adds / video", "ms / video (CPU)"]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  with open(os.path.join(out_dir, "costs.csv"), "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    for c in costs:
-      row = [c["label"], str(c["frames"]), "%d" % c["parameters"], "%d" % c["macs"], "%.3f" % c["ms_per_video"]]
-      writer.writerow(row)
-      lines.append("| " + " | ".join(row[:2] + ["{:,}".format(c["parameters"]), "{:,}".format(c["macs"]),
-                                                row[4]]) + " |")
-  table = "\n".join(lines) + "\n"
-  with open(os.path.join(out_dir, "costs.md"), "w") as f:
-    f.write("# Cost per model (inference, batch of videos on this CPU)\n\n" + table)
-  return table
+  rows = [[c["label"], str(c["frames"]), "{:,}".format(c["parameters"]), "{:,}".format(c["macs"]),
+           "%.3f" % c["ms_per_video"]] for c in costs]
+  return write_table(out_dir, "costs", "Cost per model (inference, batches of decoded videos on this CPU)",
+                     header, rows)
 
 
 def plot(out_dir, curves, finals, costs, ks):
@@ -217,14 +213,8 @@ def plot(out_dir, curves, finals, costs, ks):
         steps = [m["global_step"] for m in curve["metrics"]]
         ax.plot(steps, [m["gap"] for m in curve["metrics"]], marker="o", ms=3, label=label,
                 linestyle="--" if curve["k"] is None else "-")
-    ax.set_title("GAP during training, k=%d" % k)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation GAP")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "gap_vs_step.png"), dpi=110)
-  plt.close(fig)
+    _finish(ax, "GAP during training, k=%d" % k, "training step")
+  _save(fig, os.path.join(out_dir, "gap_vs_step.png"))
 
   fig, ax = plt.subplots(figsize=(7, 5))
   by_label = {}
@@ -236,13 +226,22 @@ def plot(out_dir, curves, finals, costs, ks):
     for macs, gap, frames in points:
       ax.annotate("%s" % frames, (macs, gap), fontsize=7, textcoords="offset points", xytext=(3, 3))
   ax.set_xscale("log")
-  ax.set_xlabel("multiply-adds per video (log scale; labels: frames read)")
+  _finish(ax, "Accuracy / cost", "multiply-adds per video (log scale; labels: frames read)")
+  _save(fig, os.path.join(out_dir, "gap_vs_cost.png"))
+
+
+def _finish(ax, title, xlabel):
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("validation GAP")
-  ax.set_title("Accuracy / cost")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
+
+
+def _save(fig, path):
+  import matplotlib.pyplot as plt
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "gap_vs_cost.png"), dpi=110)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
