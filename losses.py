@@ -10,9 +10,6 @@ EPSILON = 1e-5
 class BaseLoss(object):
   """calculate_loss(predictions, labels, **unused_params) -> scalar loss of a batch."""
 
-  def calculate_loss(self, predictions, labels, **unused_params):
-    raise NotImplementedError()
-
 
 class CrossEntropyLoss(BaseLoss):
   """Binary cross-entropy of each class's probability, with EPSILON inside the logs (the starter's),

@@ -13,9 +13,6 @@ class BaseModel(object):
   `representation` (the video vector the distillation loss L_rep compares). `is_training` is a
   Python bool (dropout, batch statistics and their update ops only when True)."""
 
-  def create_model(self, model_input, num_frames, vocab_size, is_training, **unused_params):
-    raise NotImplementedError()
-
 
 def _registry():
   # Imported here: the model modules import this one for BaseModel.
