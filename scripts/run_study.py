@@ -59,8 +59,8 @@ def parse_args(argv=None):
   parser.add_argument("--audio_size", type=int, default=16)
   parser.add_argument("--max_frames", type=int, default=300)
   parser.add_argument("--data_seed", type=int, default=0)
-  parser.add_argument("--evidence_strength", type=float, default=3.0,
-                      help="Generator: how strongly a topic shows in its segments' frames.")
+  parser.add_argument("--evidence_strength", type=float, default=1.0,
+                      help="Generator: topic evidence relative to its YouTube-8M-calibrated default.")
   # Training.
   parser.add_argument("--teacher_steps", type=int, default=2000)
   parser.add_argument("--student_steps", type=int, default=2000)
@@ -99,7 +99,18 @@ def variants(grid):
 def ensure_data(args):
   data_dir = os.path.join(args.out_dir, "data")
   stats_path = os.path.join(data_dir, "stats.json")
+  wanted = {"num_train": args.num_train, "num_validate": args.num_validate, "num_classes": args.num_classes,
+            "rgb_size": args.rgb_size, "audio_size": args.audio_size, "max_frames": args.max_frames,
+            "seed": args.data_seed, "evidence_strength": args.evidence_strength}
   if os.path.exists(stats_path):
+    made = json.load(open(stats_path))["parameters"]
+    changed = ["--%s=%s (data has %s)" % (k, v, made.get(k)) for k, v in sorted(wanted.items())
+               if k != "seed" and made.get(k) != v] + (
+                   ["--data_seed=%s (data has %s)" % (args.data_seed, made.get("seed"))]
+                   if made.get("seed") != args.data_seed else [])
+    if changed:
+      sys.exit("error: %s was generated with other settings: %s; use another --out_dir"
+               % (data_dir, "; ".join(changed)))
     log("data: reusing %s" % data_dir)
   else:
     log("data: generating %d train / %d validate videos (%d classes, %d+%d dims, up to %d frames)"
