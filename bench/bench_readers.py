@@ -54,7 +54,12 @@ class DecodeAllThenGather(readers.YT8MFrameFeatureReader):
     return matrix, k_count
 
 
-def videos_per_second(reader, files, batch, epochs=2):
+def videos_per_second(reader, files, batch, epochs=3, repeats=3):
+  """Best of `repeats` timed passes (the machine is shared: the best pass is the least disturbed)."""
+  return max(_one_pass(reader, files, batch, epochs) for _ in range(repeats))
+
+
+def _one_pass(reader, files, batch, epochs):
   with tf.Graph().as_default():
     tensors, init = reader.input_batch(files, batch, training=True, num_readers=4, num_epochs=epochs,
                                        drop_remainder=False)
