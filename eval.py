@@ -9,7 +9,6 @@ appears, until none has appeared for --max_wait_secs.
 """
 
 import glob
-import json
 import os
 import re
 import sys

@@ -15,7 +15,6 @@ are never decoded or dequantized (see `sample_frame_indices` and bench/bench_rea
 import os
 import struct
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 import utils

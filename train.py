@@ -12,7 +12,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 import config

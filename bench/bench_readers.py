@@ -21,7 +21,6 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 tf.disable_v2_behavior()
 
 import readers  # noqa: E402
-import utils  # noqa: E402
 
 
 def write_shards(folder, videos, frames, shards=4):
