@@ -143,3 +143,17 @@ def test_kd_export_and_inference_are_student_only(frame_data, teacher_dir, tmp_p
     parts = model_utils.build_evaluation_graph(model_flags, [frame_data["validate"].replace("*", "0000")], 8)
     assert parts["batch"]["video_matrix"].shape.as_list()[1:] == [4, 20], "the student reads k frames"
     assert not [v for v in tf.global_variables() if v.op.name.startswith("teacher/")]
+
+
+def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame_data, teacher_dir, tmp_path):
+  args = lambda steps: train_args(frame_data, tmp_path / "resume", "--model_type=kd", "--k_frame=4",
+                                  "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=%d" % steps)
+  assert train.main(args(4)) == 4
+  run = _prepare(args(8))
+  student = _values(run, "student/")
+  teacher = _values(run, "teacher/", local=True)
+  run.sess.close()
+  own = tf.train.load_checkpoint(str(tmp_path / "resume" / "model.ckpt-4"))
+  teacher_checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(teacher_dir)))
+  assert student and all(np.array_equal(v, own.get_tensor(n)) for n, v in student.items())
+  assert teacher and all(np.array_equal(v, teacher_checkpoint.get_tensor(n)) for n, v in teacher.items())
