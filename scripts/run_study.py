@@ -51,6 +51,10 @@ def parse_args(argv=None):
   parser.add_argument("--grid", action="store_true", help="The full grid (hours on 2 cores).")
   parser.add_argument("--ks", default=None, help="Comma-separated k values (default 6,30; grid 6,10,15,20,30).")
   parser.add_argument("--seeds", type=int, default=None, help="Seeds per configuration (default 1; grid 3).")
+  parser.add_argument("--variants", default=None,
+                      help="Comma-separated students to train at each k, from: %s (default uniform,random,kd; "
+                      "grid all). uniform and kd are always needed: the cost table and plots use them."
+                      % ",".join(name for name, _, _ in variants(True)))
   # Data (generated): YT8M format at reduced feature sizes so that the study fits on 2 CPU cores.
   parser.add_argument("--num_train", type=int, default=6000)
   parser.add_argument("--num_validate", type=int, default=1500)
@@ -74,15 +78,15 @@ def parse_args(argv=None):
 
 
 # -- what to train ------------------------------------------------------------------------------------------
-def variants(grid):
-  """(name, row label, flags) of the students trained at each k."""
+def variants(grid, only=None):
+  """(name, row label, flags) of the students trained at each k; `only` (names) keeps a subset, in order."""
   base = [("uniform", "uniform-k student", ["--model_type=student", "--frame_sampling=uniform"]),
           ("random", "random-k student", ["--model_type=student", "--frame_sampling=random"]),
           ("kd", "KD student (serial, L_rep+L_pred+L_CE)", ["--model_type=kd", "--frame_sampling=uniform"])]
-  if not grid:
+  if not grid and not only:
     return base
   kd = ["--model_type=kd", "--frame_sampling=uniform"]
-  return base + [
+  every = base + [
       (m, "%s-k student" % m.replace("_", "-"), ["--model_type=student", "--frame_sampling=" + m])
       for m in ("first", "middle", "last", "first_middle_last")] + [
       ("kd_parallel", "KD student (parallel, all three)", kd + ["--kd_mode=parallel"]),
@@ -92,7 +96,10 @@ def variants(grid):
       ("kd_pred_ce", "KD L_pred+L_CE", kd + ["--rep_weight=0"]),
       ("kd_kl", "KD all three, L_pred=kl (T=2)", kd + ["--pred_loss=kl", "--temperature=2"]),
       ("kd_init", "KD all three, student initialised from teacher", kd + ["--student_init_from_teacher"]),
+      ("kd_rep_init", "KD L_rep only, student initialised from teacher",
+       kd + ["--ce_weight=0", "--pred_weight=0", "--student_init_from_teacher"]),
   ]
+  return [v for v in every if v[0] in only] if only else every
 
 
 # -- stages ---------------------------------------------------------------------------------------------
@@ -260,14 +267,22 @@ def main(argv=None):
   args = parse_args(argv)
   ks = [int(k) for k in (args.ks or ("6,10,15,20,30" if args.grid else "6,30")).split(",")]
   seeds = list(range(args.seeds or (3 if args.grid else 1)))
+  only = args.variants.split(",") if args.variants else None
+  if only:
+    known = [name for name, _, _ in variants(True)]
+    unknown = [name for name in only if name not in known]
+    if unknown or "uniform" not in only or "kd" not in only:
+      sys.exit("error: --variants=%s: expected names from %s, including uniform and kd"
+               % (args.variants, ",".join(known)))
+  students = variants(args.grid, only)
   os.makedirs(args.out_dir, exist_ok=True)
   data = ensure_data(args)
   plan = [("teacher", None, seed, ["--model_type=teacher"]) for seed in seeds]
   for k in ks:
-    for name, _, flags in variants(args.grid):
+    for name, _, flags in students:
       plan += [(name, k, seed, flags) for seed in seeds]
   log("plan: %d training runs (%d seeds), k in %s" % (len(plan), len(seeds), ks))
-  results, curves, labels = {}, [], dict((n, l) for n, l, _ in variants(args.grid))
+  results, curves, labels = {}, [], dict((n, l) for n, l, _ in students)
   labels["teacher"] = "teacher (all frames)"
   for index, (name, k, seed, flags) in enumerate(plan):
     run_name = name if k is None else "%s_k%d" % (name, k)
@@ -287,7 +302,7 @@ def main(argv=None):
       curves.append(("%s%s" % (labels[name], "" if k is None else " k=%d" % k),
                      {"k": k, "metrics": curve}))
 
-  rows = [(labels[name], results[name]) for name in ["teacher"] + [n for n, _, _ in variants(args.grid)]]
+  rows = [(labels[name], results[name]) for name in ["teacher"] + [n for n, _, _ in students]]
   table = write_results(args.out_dir, rows, ks)
   log("measuring model costs")
   teacher_flags = config.load_model_flags(os.path.join(args.out_dir, "runs", "teacher_seed0"))
