@@ -1,0 +1,70 @@
+"""The README's main command (scripts/run_study.py) on a tiny generated data set: files, tables, resume."""
+
+import csv
+import os
+
+import pytest
+
+import run_study
+
+TINY = ["--num_train=96", "--num_validate=40", "--num_classes=12", "--rgb_size=8", "--audio_size=4",
+        "--max_frames=24", "--teacher_steps=6", "--student_steps=4", "--eval_every_steps=2", "--batch_size=16",
+        "--ks=3", "--model_flags=--groups=2 --nextvlad_cluster_size=4 --nextvlad_hidden_size=16 "
+        "--expansion=2 --gating_reduction=4 --drop_rate=0.3"]
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  out_dir = str(tmp_path_factory.mktemp("study"))
+  run_study.main(["--out_dir=" + out_dir] + TINY)
+  return out_dir
+
+
+def test_study_writes_tables_plots_and_kaggle_csv(study):
+  results = read_csv(os.path.join(study, "results.csv"))
+  assert results[0] == ["model", "GAP k=3", "mAP k=3", "Hit@1 k=3", "PERR k=3"]
+  assert [row[0] for row in results[1:]] == [
+      "teacher (all frames)", "uniform-k student", "random-k student", "KD student (serial, L_rep+L_pred+L_CE)"]
+  for row in results[1:]:
+    assert all(0.0 <= float(value) <= 1.0 for value in row[1:])
+  # Every run evaluated each checkpoint (every 2 steps) on all 40 validation videos.
+  for run, steps in (("teacher_seed0", [2, 4, 6]), ("kd_k3_seed0", [2, 4])):
+    evaluated = sorted(f for f in os.listdir(os.path.join(study, "runs", run, "eval")) if f.startswith("metrics-"))
+    assert evaluated == ["metrics-%d.json" % s for s in steps]
+
+  costs = read_csv(os.path.join(study, "costs.csv"))
+  assert [row[:2] for row in costs[1:]] == [["teacher", "24"], ["uniform k=3", "3"], ["kd k=3", "3"]]
+  macs = [int(row[3].replace(",", "")) for row in costs[1:]]
+  params = {row[2] for row in costs[1:]}
+  assert macs[0] > macs[1] == macs[2] > 0 and len(params) == 1  # same weights, fewer frames, fewer MACs
+
+  for name in ("gap_vs_step.png", "gap_vs_cost.png"):
+    with open(os.path.join(study, name), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  kaggle = read_csv(os.path.join(study, "kd_student_k3.csv"))
+  assert kaggle[0] == ["VideoId", "LabelConfidencePairs"] and len(kaggle) == 41
+  assert len({row[0] for row in kaggle[1:]}) == 40
+
+
+def test_study_resumes_without_retraining(study, capsys):
+  checkpoints = sorted(os.listdir(os.path.join(study, "runs", "kd_k3_seed0")))
+  run_study.main(["--out_dir=" + study] + TINY)
+  out = capsys.readouterr().out
+  assert out.count("skipping") == 4 and "training to step" not in out
+  assert sorted(os.listdir(os.path.join(study, "runs", "kd_k3_seed0"))) == checkpoints
+
+
+def test_study_refuses_data_made_with_other_settings(study):
+  with pytest.raises(SystemExit, match="num_classes=20 \\(data has 12\\)"):
+    run_study.main(["--out_dir=" + study] + TINY + ["--num_classes=20"])
+
+
+def test_study_rejects_unknown_variants(tmp_path):
+  with pytest.raises(SystemExit, match="--variants=uniform,first_k"):
+    run_study.main(["--out_dir=" + str(tmp_path), "--variants=uniform,first_k,kd"])
+  assert os.listdir(str(tmp_path)) == []
