@@ -63,20 +63,21 @@ def _batches_from_checkpoint(opts, files):
 
 def _batches_from_saved_model(opts, files):
   """Yields (video_ids, class_indexes, scores) per batch from an exported SavedModel."""
-  with tf.Session(graph=tf.Graph()) as sess:
+  graph = tf.Graph()
+  with graph.as_default():
+    records = tf.data.make_one_shot_iterator(
+        tf.data.TFRecordDataset(files).batch(opts.batch_size)).get_next()
+  with tf.Session(graph=graph) as sess:
     meta = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING], opts.saved_model_dir)
     signature = meta.signature_def[tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
     inputs = signature.inputs["example_bytes"].name
     outputs = [signature.outputs[key].name for key in ("video_id", "class_indexes", "predictions")]
-    records = []
-    for path in files:
-      for record in tf.io.tf_record_iterator(path):
-        records.append(record)
-        if len(records) == opts.batch_size:
-          yield sess.run(outputs, {inputs: records})
-          records = []
-    if records:
-      yield sess.run(outputs, {inputs: records})
+    while True:
+      try:
+        batch = sess.run(records)
+      except tf.errors.OutOfRangeError:
+        return
+      yield sess.run(outputs, {inputs: batch})
 
 
 def run(opts):
