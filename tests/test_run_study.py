@@ -32,6 +32,8 @@ def test_study_writes_tables_plots_and_kaggle_csv(study):
       "teacher (all frames)", "uniform-k student", "random-k student", "KD student (serial, L_rep+L_pred+L_CE)"]
   for row in results[1:]:
     assert all(0.0 <= float(value) <= 1.0 for value in row[1:])
+  gaps = read_csv(os.path.join(study, "results_gap.csv"))
+  assert gaps == [["model", "GAP k=3"]] + [[row[0], row[1]] for row in results[1:]]
   # Every run evaluated each checkpoint (every 2 steps) on all 40 validation videos.
   for run, steps in (("teacher_seed0", [2, 4, 6]), ("kd_k3_seed0", [2, 4])):
     evaluated = sorted(f for f in os.listdir(os.path.join(study, "runs", run, "eval")) if f.startswith("metrics-"))
