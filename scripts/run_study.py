@@ -247,6 +247,7 @@ def plot(out_dir, curves, finals, costs, ks):
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=kind)
     for macs, gap, frames in points:
       ax.annotate("%s" % frames, (macs, gap), fontsize=7, textcoords="offset points", xytext=(3, 3))
+  ax.axhline(finals["teacher"], color="gray", linestyle=":", linewidth=1)
   ax.set_xscale("log")
   _finish(ax, "Accuracy / cost", "multiply-adds per video (log scale; labels: frames read)")
   _save(fig, os.path.join(out_dir, "gap_vs_cost.png"))
