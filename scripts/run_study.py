@@ -228,8 +228,12 @@ def plot(out_dir, curves, finals, costs, ks):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4.5), squeeze=False)
-  for ax, k in zip(axes[0], ks):
+  columns = min(3, len(ks))
+  rows = -(-len(ks) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), squeeze=False)
+  for ax in axes.flat[len(ks):]:
+    ax.axis("off")
+  for ax, k in zip(axes.flat, ks):
     for label, curve in curves:
       if curve["k"] in (None, k):
         steps = [m["global_step"] for m in curve["metrics"]]
