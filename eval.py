@@ -131,7 +131,13 @@ def run(opts):
                if checkpoint_step(p) not in done and tf.io.gfile.exists(p + ".index")]
     if pending:
       for checkpoint in pending:
-        results.append(evaluator.evaluate(checkpoint))
+        try:
+          results.append(evaluator.evaluate(checkpoint))
+        except (tf.errors.NotFoundError, ValueError):
+          if tf.io.gfile.exists(checkpoint + ".index"):
+            raise
+          # Training keeps the last --keep_checkpoint_max: an old one can go while the queue waits.
+          tf.logging.warning("%s was deleted before it could be evaluated: skipped.", checkpoint)
       last_new = time.time()
     else:
       tf.logging.info("No new checkpoint in %s; waiting (stops after %ds without one).",

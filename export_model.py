@@ -48,7 +48,7 @@ def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
   model_flags = config.load_model_flags(train_dir)
   checkpoint = model_utils.resolve_checkpoint(checkpoint_file or train_dir,
                                               "--checkpoint_file" if checkpoint_file else "--train_dir")
-  step = int(checkpoint.rsplit("-", 1)[1])
+  step = int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
   export_dir = export_dir or os.path.join(train_dir, "export", "step_%d" % step)
   if tf.io.gfile.exists(export_dir):
     raise InputError("--export_dir=%s already exists: nothing is overwritten; remove it or pick another"

@@ -103,9 +103,10 @@ def run(opts):
           out.write(format_row(video_ids[row], class_indexes[row][:k], scores[row][:k]))
         count += len(video_ids)
         tf.logging.info("%d videos predicted, %.0f videos/sec", count, count / (time.time() - start))
-  except tf.errors.OpError as error:
-    tf.io.gfile.remove(tmp)
-    explained = readers.explain_data_error(error, files)
+  except BaseException as error:  # nothing half-written is left behind, whatever stopped the run
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    explained = readers.explain_data_error(error, files) if isinstance(error, tf.errors.OpError) else None
     if explained is None:
       raise
     raise explained

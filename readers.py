@@ -25,13 +25,15 @@ FRAME_SAMPLING_METHODS = ("uniform", "random", "first", "middle", "last", "first
 ERROR_MARKER = "YT8M_INPUT_ERROR"
 
 
-def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None):
+def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=None):
   """Chooses k frame positions of one video with `num_frames` frames (a scalar int32 tensor).
 
   Returns (indices [k] int32, count int32): the first `count` entries are frame positions in time
   order; the remaining entries equal `num_frames` and mark padding. Methods (the paper's baselines):
     uniform            every (n/k)-th frame, floor(i*n/k), i < k: deterministic, spans the video.
-    random             k distinct frames in time order, drawn afresh at every read (every epoch).
+    random             k distinct frames in time order, drawn afresh at every read (every epoch); with
+                       `key` (an int64 scalar, e.g. a hash of the video id) the draw is a function of
+                       the key, so evaluation, inference and a SavedModel see the same frames each time.
     first/middle/last  k consecutive frames at the start, centre or end.
     first_middle_last  k - 2*(k//3) frames at the start, k//3 at the centre, k//3 at the end.
     strided            the seed's fixed positions 0, s, 2s, ... with s = max_frames // k, regardless of
@@ -62,7 +64,10 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None):
                           n - n_last + tf.range(n_last)], axis=0)
     else:  # random
       def draw():
-        scores = tf.random.uniform([n], seed=seed)
+        if key is None:
+          scores = tf.random.uniform([n], seed=seed)
+        else:
+          scores = tf.random.stateless_uniform([n], seed=tf.stack([key, tf.constant(seed or 0, tf.int64)]))
         return tf.sort(tf.nn.top_k(scores, k=k, sorted=False).indices)
       chosen = tf.cond(n > k, draw, lambda: positions)
     indices = tf.where(n > k, chosen, positions)
@@ -158,8 +163,8 @@ class _BaseReader(object):
         **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False} if training else {}))
     if training:
       records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    videos = records.map(self.parse_record, num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic=not training)
+    videos = records.map(lambda f, r: self.parse_record(f, r, training),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return videos.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
 
   def input_batch(self, files, batch_size, training, **kwargs):
@@ -236,15 +241,17 @@ class YT8MFrameFeatureReader(_BaseReader):
     mask = tf.cast(tf.range(tf.size(indices)) < count, tf.float32)[:, None]
     return utils.dequantize(decoded) * mask
 
-  def _matrix(self, filename, video_id, sequence, length, k, method):
-    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed)
+  def _matrix(self, filename, video_id, sequence, length, k, method, training):
+    key = None if training else tf.strings.to_hash_bucket_fast(video_id, 2 ** 62)
+    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed, key)
     parts = [self._frames(filename, video_id, sequence[name], size, name, indices, count, length)
              for name, size in zip(self.feature_names, self.feature_sizes)]
     matrix = tf.concat(parts, axis=1)
     matrix.set_shape([k, sum(self.feature_sizes)])
     return matrix, count
 
-  def parse_record(self, filename, serialized):
+  def parse_record(self, filename, serialized, training=False):
+    """One video; outside training, random-k frames are a fixed function of the video id."""
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, context_features=self._context_features(),
         sequence_features={name: tf.io.FixedLenSequenceFeature([], tf.string)
@@ -254,12 +261,14 @@ class YT8MFrameFeatureReader(_BaseReader):
     for name in self.feature_names[1:]:
       length = tf.minimum(length, tf.shape(sequence[name])[0])
     if self.k_frame is None:
-      matrix, count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first")
+      matrix, count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first", training)
     else:
-      matrix, count = self._matrix(filename, video_id, sequence, length, self.k_frame, self.frame_sampling)
+      matrix, count = self._matrix(filename, video_id, sequence, length, self.k_frame, self.frame_sampling,
+                                   training)
     output = {"video_ids": video_id, "video_matrix": matrix, "num_frames": count, "labels": labels}
     if self.also_full_frames:
-      full, full_count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first")
+      full, full_count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first",
+                                      training)
       output.update(full_video_matrix=full, full_num_frames=full_count)
     return output
 
@@ -281,7 +290,7 @@ class YT8MAggregatedFeatureReader(_BaseReader):
                          % (path, name, found, size))
     self._check_labels(path, features)
 
-  def parse_record(self, filename, serialized):
+  def parse_record(self, filename, serialized, training=False):
     spec = self._context_features()
     for name, size in zip(self.feature_names, self.feature_sizes):
       spec[name] = tf.io.FixedLenFeature([size], tf.float32)

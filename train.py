@@ -165,13 +165,20 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
           teacher = model_utils.build_model(teacher_flags, splits["teacher_matrix"][i],
                                             splits["teacher_num_frames"][i], is_training=parallel,
                                             scope="teacher")
+        sizes = [m["representation"].shape[-1] for m in (teacher, student)]
+        if opts.rep_weight and sizes[0] != sizes[1]:
+          raise InputError("L_rep needs representations of one size: the teacher's has %s values, the "
+                           "student's %s (--nextvlad_hidden_size); use the teacher's size or --rep_weight=0"
+                           % tuple(sizes))
         loss, terms = kd_losses.distillation_loss(ce, teacher, student, opts.ce_weight,
                                                   opts.pred_weight, opts.rep_weight,
                                                   opts.pred_loss, opts.temperature)
         if parallel:
           terms["teacher_ce"] = label_loss.calculate_loss(teacher["predictions"], labels)
           loss += terms["teacher_ce"]
-      regularization = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES, name_scope)
+      # A frozen teacher's penalty is a constant: it stays out of the student's loss and its summaries.
+      regularization = [r for r in tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES, name_scope)
+                        if parallel or not r.name.startswith(name_scope + "teacher/")]
       if regularization:
         terms["regularization"] = tf.add_n(regularization)
         loss += opts.regularization_penalty * terms["regularization"]
@@ -210,6 +217,9 @@ def _teacher_setup(opts, model_flags):
     return None, None
   if opts.kd_mode not in ("serial", "parallel"):
     raise InputError("--kd_mode=%r: expected serial or parallel" % opts.kd_mode)
+  if not model_flags["frame_features"]:
+    raise InputError("--model_type=kd needs frame-level data (--frame_features=True): the student reads "
+                     "k of the frames the teacher reads")
   if opts.kd_mode == "parallel":
     teacher_flags = dict(model_flags, model_type="teacher", k_frame=model_flags["max_frames"])
     return None, teacher_flags
@@ -245,6 +255,24 @@ def _input_batch(opts, model_flags, teacher_flags, num_towers):
       raise InputError("the teacher reads %s frames by %s sampling; a KD teacher must read all frames "
                        "or the student's frames" % (teacher_flags["k_frame"], teacher_flags["frame_sampling"]))
   return batch, init, files
+
+
+KD_TEACHER_FILE = "kd_teacher.json"
+
+
+def _check_kd_resume(opts, latest, teacher_checkpoint):
+  """A KD run resumes in the mode it started in; a teacher checkpoint other than last time's is reported."""
+  has_teacher = any(name.startswith("teacher/") for name, _ in tf.train.list_variables(latest))
+  if has_teacher != (opts.kd_mode == "parallel"):
+    raise InputError("--kd_mode=%s: %s was trained with --kd_mode=%s; resume it in that mode"
+                     % (opts.kd_mode, latest, "parallel" if has_teacher else "serial"))
+  record = os.path.join(opts.train_dir, KD_TEACHER_FILE)
+  if teacher_checkpoint and tf.io.gfile.exists(record):
+    with tf.io.gfile.GFile(record) as f:
+      before = json.load(f)["teacher_checkpoint"]
+    if before != teacher_checkpoint:
+      tf.logging.warning("This KD run was distilled from %s until now; it continues with %s.",
+                         before, teacher_checkpoint)
 
 
 def _check_train_dir(opts, chief):
@@ -325,6 +353,8 @@ def prepare(opts):
   latest = _check_train_dir(opts, chief)
   if latest and chief:
     config.check_model_flags(opts.train_dir, model_flags)
+    if model_flags["model_type"] == "kd":
+      _check_kd_resume(opts, latest, teacher_checkpoint)
 
   target, worker_device = "", ""
   if cluster is not None:
@@ -357,6 +387,9 @@ def prepare(opts):
 
   if chief:
     config.write_model_flags(opts.train_dir, model_flags)
+    if teacher_checkpoint:
+      utils.write_json_atomic(os.path.join(opts.train_dir, KD_TEACHER_FILE),
+                              {"teacher_checkpoint": teacher_checkpoint})
   session_manager = tf.train.SessionManager(local_init_op=local_init, ready_op=ready,
                                             ready_for_local_init_op=ready, graph=graph,
                                             recovery_wait_secs=1)

@@ -1,5 +1,6 @@
 """Knowledge distillation: a frozen teacher, parallel mode, restore errors, student-only outputs."""
 
+import json
 import os
 import shutil
 
@@ -157,3 +158,30 @@ def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame
   teacher_checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(teacher_dir)))
   assert student and all(np.array_equal(v, own.get_tensor(n)) for n, v in student.items())
   assert teacher and all(np.array_equal(v, teacher_checkpoint.get_tensor(n)) for n, v in teacher.items())
+  with pytest.raises(InputError, match="--kd_mode=parallel: .*model.ckpt-4 was trained with --kd_mode=serial"):
+    train.main(args(8) + ["--kd_mode=parallel"])
+  recorded = json.load(open(str(tmp_path / "resume" / train.KD_TEACHER_FILE)))
+  assert recorded["teacher_checkpoint"] == tf.train.latest_checkpoint(str(teacher_dir))
+
+
+def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
+  kd = lambda *extra: train.main(train_args(frame_data, tmp_path / "bad", "--model_type=kd", "--k_frame=4",
+                                            "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=2",
+                                            *extra))
+  with pytest.raises(InputError, match=r"L_rep needs representations of one size: the teacher's has 32 "
+                                       r"values, the student's 16"):
+    kd("--nextvlad_hidden_size=16")
+  with pytest.raises(InputError, match="needs frame-level data"):
+    kd("--frame_features=False")
+  assert not os.path.exists(str(tmp_path / "bad" / "checkpoint"))
+  # Without L_rep, a smaller student is a valid distillation target, and only its own penalty counts.
+  run = _prepare(train_args(frame_data, tmp_path / "small", "--model_type=kd", "--k_frame=4",
+                            "--teacher_checkpoint=" + str(teacher_dir), "--nextvlad_hidden_size=16",
+                            "--rep_weight=0", "--max_steps=1"))
+  with run.graph.as_default():
+    penalties = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
+    student_penalty = [p for p in penalties if "/student/" in p.name]
+    assert student_penalty and len(penalties) > len(student_penalty), "the teacher's penalty exists"
+    own = run.sess.run(tf.add_n(student_penalty))
+  assert run.sess.run(run.fetch["losses"]["regularization"]) == pytest.approx(own, rel=1e-6)
+  run.sess.close()

@@ -121,6 +121,34 @@ def test_student_reader_takes_the_reference_frames(tmp_path, method):
       assert b["full_num_frames"][row] == n and b["full_video_matrix"].shape[1] == 50
 
 
+def test_random_k_is_fixed_per_video_outside_training(tmp_path):
+  """Evaluation and inference of a random-k student see the same frames on every pass (keyed by the
+  video id, whatever the file order); training draws afresh each epoch."""
+  videos = make_frame_videos(8, num_classes=10, min_frames=20, max_frames=60, seed=5)
+  write_records(str(tmp_path / "a.tfrecord"), [frame_record(*v) for v in videos])
+  write_records(str(tmp_path / "b.tfrecord"), [frame_record(*v) for v in reversed(videos)])
+  reader = readers.YT8MFrameFeatureReader(10, ["rgb", "audio"], [8, 4], max_frames=60, k_frame=6,
+                                          frame_sampling="random")
+  def frames_by_video(pattern, **kwargs):
+    batches = _read_all(reader, pattern, batch_size=3, **kwargs)
+    return [dict(zip([i.decode() for i in b["video_ids"]], b["video_matrix"])) for b in batches]
+  first, again = frames_by_video(str(tmp_path / "a.tfrecord")), frames_by_video(str(tmp_path / "b.tfrecord"))
+  first, again = ({k: v for d in x for k, v in d.items()} for x in (first, again))
+  assert first.keys() == again.keys() and len(first) == 8
+  for video_id, matrix in first.items():
+    np.testing.assert_array_equal(matrix, again[video_id])
+    feats = videos[int(video_id[1:])][2]
+    frames = utils.dequantize_np(np.concatenate([feats["rgb"], feats["audio"]], 1))
+    rows = [int(np.flatnonzero((np.abs(frames - row) < 1e-6).all(1))[0]) for row in matrix]
+    assert rows == sorted(set(rows)) and len(rows) == 6, "6 distinct frames of the video, in time order"
+  draws = frames_by_video(str(tmp_path / "a.tfrecord"), training=True, num_epochs=4, seed=2)
+  per_video = {}
+  for batch in draws:
+    for video_id, matrix in batch.items():
+      per_video.setdefault(video_id, []).append(matrix.tobytes())
+  assert sum(len(set(m)) > 1 for m in per_video.values()) >= 6, "training draws fresh frames per epoch"
+
+
 def test_training_mode_repeats_and_shuffles(tmp_path):
   videos = make_frame_videos(12, num_classes=10)
   path = write_records(str(tmp_path / "t.tfrecord"), [frame_record(*v) for v in videos])

@@ -2,8 +2,10 @@
 
 import argparse
 import csv
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -172,6 +174,26 @@ def test_export_round_trip_in_fresh_process(teacher_dir, frame_data, tmp_path):
   assert any("moving_mean" in n for n in saved_vars), "batch-norm moving statistics are exported"
 
 
+def test_export_reads_the_step_from_the_checkpoint(teacher_dir, tmp_path):
+  latest = tf.train.latest_checkpoint(str(teacher_dir))
+  for path in glob.glob(latest + ".*"):
+    shutil.copy(path, str(tmp_path / ("best" + path[len(latest):])))
+  export_dir = export_model.export(str(teacher_dir), checkpoint_file=str(tmp_path / "best"))
+  assert export_dir == os.path.join(str(teacher_dir), "export", "step_" + latest.rsplit("-", 1)[1])
+  assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
+
+
+def test_inference_leaves_no_partial_csv(teacher_dir, frame_data, tmp_path):
+  untrained = tmp_path / "untrained"  # model_flags.json but no checkpoint: fails once the CSV is open
+  untrained.mkdir()
+  config.write_model_flags(str(untrained), config.load_model_flags(str(teacher_dir)))
+  output = tmp_path / "out.csv"
+  with pytest.raises(InputError, match="holds no checkpoint"):
+    inference.main(["inference.py", "--train_dir=" + str(untrained), "--output_file=" + str(output),
+                    "--input_data_pattern=" + frame_data["validate"]])
+  assert os.listdir(str(tmp_path)) == ["untrained"]
+
+
 def test_cli_bad_input_is_one_line(frame_data, tmp_path):
   result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
                            "--train_data_pattern=" + str(tmp_path / "none*.tfrecord"),
@@ -195,3 +217,19 @@ def test_eval_watch_mode_evaluates_each_checkpoint_once(frame_data, tmp_path):
   assert [r["global_step"] for r in first] == [5, 10]
   assert eval_lib.main(argv) == [], "already evaluated checkpoints are not evaluated again"
   assert {"metrics-5.json", "metrics-10.json", "metrics.json"} <= set(os.listdir(str(train_dir / "eval")))
+
+
+def test_eval_watch_mode_skips_a_checkpoint_deleted_while_queued(frame_data, tmp_path, monkeypatch):
+  train_dir = tmp_path / "pruned"
+  train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=10",
+                        "--export_model_steps=5"))
+  evaluate = eval_lib.Evaluator.evaluate
+  def evaluate_then_prune(self, checkpoint):  # training deletes step 10 while step 5 is evaluated
+    result = evaluate(self, checkpoint)
+    for path in glob.glob(str(train_dir / "model.ckpt-10.*")):
+      os.remove(path)
+    return result
+  monkeypatch.setattr(eval_lib.Evaluator, "evaluate", evaluate_then_prune)
+  results = eval_lib.main(["eval.py", "--train_dir=" + str(train_dir), "--batch_size=64",
+                           "--eval_data_pattern=" + frame_data["validate"], "--max_wait_secs=1"])
+  assert [r["global_step"] for r in results] == [5]
