@@ -8,7 +8,8 @@ Download 1% of the 2018 frame-level data first (about 2 x 15 GB; not possible fr
   cd $DATA/validate && curl data.yt8m.org/download.py | shard=1,100 partition=2/frame/validate mirror=us python3
 Then:
   python scripts/real_data_recipe.py --data_dir=$DATA --out_dir=runs/yt8m --k=6 --num_gpu=1
-Every stage is a plain command (printed before it runs), resumable: run the script again to go on.
+Every stage is a plain command (printed before it runs), resumable: run the script again to go on
+(an interrupted stage resumes from its checkpoint; a stage with eval/metrics.json is done and skipped).
 --extra_flags appends flags to every training command (a flag given twice takes its last value),
 e.g. smaller models for a dry run.
 """
@@ -62,15 +63,21 @@ def main(argv=None):
   ]
   for name, flags, steps in stages:
     train_dir = os.path.join(args.out_dir, name)
+    if os.path.exists(os.path.join(train_dir, "eval", "metrics.json")):
+      # Trained and evaluated: training again would add --num_epochs more epochs (--max_step=700000
+      # is not reached on 1% of the data) and change the teacher under a KD stage.
+      print("%s: trained and evaluated already (%s/eval/metrics.json), skipping" % (name, train_dir))
+      continue
     run([python, "train.py"] + shlex.split(SEED_FLAGS) + flags + [
         "--train_data_pattern=" + train_pattern, "--train_dir=" + train_dir, "--max_step=%d" % steps,
         "--num_gpu=%d" % args.num_gpu] + shlex.split(args.extra_flags))
     run([python, "eval.py", "--train_dir=" + train_dir, "--eval_data_pattern=" + validate_pattern,
          "--run_once", "--batch_size=%d" % args.eval_batch_size] + shlex.split(args.eval_flags))
   kd_dir = os.path.join(args.out_dir, "kd_k%d" % args.k)
-  run([python, "inference.py", "--train_dir=" + kd_dir, "--input_data_pattern=" + validate_pattern,
-       "--output_file=" + os.path.join(args.out_dir, "kd_k%d_predictions.csv" % args.k),
-       "--batch_size=%d" % args.eval_batch_size] + shlex.split(args.eval_flags))
+  predictions = os.path.join(args.out_dir, "kd_k%d_predictions.csv" % args.k)
+  if not os.path.exists(predictions):
+    run([python, "inference.py", "--train_dir=" + kd_dir, "--input_data_pattern=" + validate_pattern,
+         "--output_file=" + predictions, "--batch_size=%d" % args.eval_batch_size] + shlex.split(args.eval_flags))
   print("Results: %s/*/eval/metrics.json" % args.out_dir)
 
 

@@ -38,6 +38,8 @@ import generate_synthetic_yt8m  # noqa: E402
 import inference  # noqa: E402
 import model_costs  # noqa: E402
 import train  # noqa: E402
+import utils  # noqa: E402
+from utils import InputError  # noqa: E402
 
 START = time.time()
 
@@ -104,21 +106,35 @@ def variants(grid, only=None):
 
 
 # -- stages ---------------------------------------------------------------------------------------------
+def refuse_changes(wanted, recorded, where):
+  """InputError listing the flags whose values differ from what `where` was made with."""
+  changed = ["--%s=%s (%s has %s)" % (k, v, os.path.basename(where), recorded.get(k))
+             for k, v in sorted(wanted.items()) if recorded.get(k) != v]
+  if changed:
+    raise InputError("%s was made with other settings: %s; use another --out_dir"
+                     % (where, "; ".join(changed)))
+
+
+def check_training_settings(args):
+  """Runs are reused on a second invocation only if they were trained with the same settings."""
+  path = os.path.join(args.out_dir, "study.json")
+  wanted = {name: getattr(args, name) for name in ("teacher_steps", "student_steps", "eval_every_steps",
+                                                   "batch_size", "model_flags", "learning_rate")}
+  if os.path.exists(path):
+    refuse_changes(wanted, json.load(open(path)), path)
+  else:
+    utils.write_json_atomic(path, wanted)
+
+
 def ensure_data(args):
   data_dir = os.path.join(args.out_dir, "data")
   stats_path = os.path.join(data_dir, "stats.json")
   wanted = {"num_train": args.num_train, "num_validate": args.num_validate, "num_classes": args.num_classes,
             "rgb_size": args.rgb_size, "audio_size": args.audio_size, "max_frames": args.max_frames,
-            "seed": args.data_seed, "evidence_strength": args.evidence_strength}
+            "data_seed": args.data_seed, "evidence_strength": args.evidence_strength}
   if os.path.exists(stats_path):
     made = json.load(open(stats_path))["parameters"]
-    changed = ["--%s=%s (data has %s)" % (k, v, made.get(k)) for k, v in sorted(wanted.items())
-               if k != "seed" and made.get(k) != v] + (
-                   ["--data_seed=%s (data has %s)" % (args.data_seed, made.get("seed"))]
-                   if made.get("seed") != args.data_seed else [])
-    if changed:
-      sys.exit("error: %s was generated with other settings: %s; use another --out_dir"
-               % (data_dir, "; ".join(changed)))
+    refuse_changes(wanted, dict(made, data_seed=made["seed"]), data_dir)
     log("data: reusing %s" % data_dir)
   else:
     log("data: generating %d train / %d validate videos (%d classes, %d+%d dims, up to %d frames)"
@@ -188,7 +204,7 @@ def _cell(values, key):
   numbers = [v[key] for v in values]
   if len(numbers) == 1:
     return "%.4f" % numbers[0]
-  return "%.4f ± %.4f" % (np.mean(numbers), np.std(numbers))
+  return "%.4f ± %.4f" % (np.mean(numbers), np.std(numbers, ddof=1))  # sample std over seeds
 
 
 def write_table(out_dir, name, title, header, rows):
@@ -274,18 +290,26 @@ def _save(fig, path):
 
 def main(argv=None):
   args = parse_args(argv)
-  ks = [int(k) for k in (args.ks or ("6,10,15,20,30" if args.grid else "6,30")).split(",")]
+  ks_text = args.ks or ("6,10,15,20,30" if args.grid else "6,30")
+  try:
+    ks = [int(k) for k in ks_text.split(",")]
+  except ValueError:
+    ks = []
+  if not ks or not all(0 < k < args.max_frames for k in ks):
+    raise InputError("--ks=%s: expected comma-separated frame counts between 1 and --max_frames-1 (%d)"
+                     % (ks_text, args.max_frames - 1))
   seeds = list(range(args.seeds or (3 if args.grid else 1)))
   only = args.variants.split(",") if args.variants else None
   if only:
     known = [name for name, _, _ in variants(True)]
     unknown = [name for name in only if name not in known]
     if unknown or "uniform" not in only or "kd" not in only:
-      sys.exit("error: --variants=%s: expected names from %s, including uniform and kd"
-               % (args.variants, ",".join(known)))
+      raise InputError("--variants=%s: expected names from %s, including uniform and kd"
+                       % (args.variants, ",".join(known)))
   students = variants(args.grid, only)
   os.makedirs(args.out_dir, exist_ok=True)
   data = ensure_data(args)
+  check_training_settings(args)
   plan = [("teacher", None, seed, ["--model_type=teacher"]) for seed in seeds]
   for k in ks:
     for name, _, flags in students:
@@ -340,4 +364,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

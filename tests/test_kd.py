@@ -1,5 +1,6 @@
 """Knowledge distillation: a frozen teacher, parallel mode, restore errors, student-only outputs."""
 
+import csv
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import tensorflow.compat.v1 as tf
 import config
 import eval as eval_lib
 import export_model
+import inference
 import model_utils
 import train
 from test_train import train_args
@@ -144,6 +146,17 @@ def test_kd_export_and_inference_are_student_only(frame_data, teacher_dir, tmp_p
     parts = model_utils.build_evaluation_graph(model_flags, [frame_data["validate"].replace("*", "0000")], 8)
     assert parts["batch"]["video_matrix"].shape.as_list()[1:] == [4, 20], "the student reads k frames"
     assert not [v for v in tf.global_variables() if v.op.name.startswith("teacher/")]
+  # The SavedModel predicts what the k-frame checkpoint predicts (it would not, reading other frames).
+  csvs = {}
+  for source in ("--train_dir=" + str(train_dir), "--saved_model_dir=" + export_dir):
+    csvs[source] = str(tmp_path / ("%d.csv" % len(csvs)))
+    inference.main(["inference.py", source, "--input_data_pattern=" + frame_data["validate"],
+                    "--output_file=" + csvs[source], "--batch_size=64"])
+  rows = [{r[0]: r[1].split() for r in list(csv.reader(open(path)))[1:]} for path in csvs.values()]
+  assert rows[0].keys() == rows[1].keys() and len(rows[0]) == 150
+  for video, pairs in rows[0].items():
+    assert pairs[0::2] == rows[1][video][0::2]
+    np.testing.assert_allclose(np.float64(pairs[1::2]), np.float64(rows[1][video][1::2]), atol=1e-5)
 
 
 def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame_data, teacher_dir, tmp_path):

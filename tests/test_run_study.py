@@ -2,10 +2,14 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import pytest
 
 import run_study
+from conftest import ROOT
+from utils import InputError
 
 TINY = ["--num_train=96", "--num_validate=40", "--num_classes=12", "--rgb_size=8", "--audio_size=4",
         "--max_frames=24", "--teacher_steps=6", "--student_steps=4", "--eval_every_steps=2", "--batch_size=16",
@@ -61,12 +65,19 @@ def test_study_resumes_without_retraining(study, capsys):
   assert sorted(os.listdir(os.path.join(study, "runs", "kd_k3_seed0"))) == checkpoints
 
 
-def test_study_refuses_data_made_with_other_settings(study):
-  with pytest.raises(SystemExit, match="num_classes=20 \\(data has 12\\)"):
+def test_study_refuses_data_or_runs_made_with_other_settings(study):
+  with pytest.raises(InputError, match="num_classes=20 \\(data has 12\\)"):
     run_study.main(["--out_dir=" + study] + TINY + ["--num_classes=20"])
+  with pytest.raises(InputError, match="--student_steps=8 \\(study.json has 4\\)"):
+    run_study.main(["--out_dir=" + study] + TINY + ["--student_steps=8"])
 
 
-def test_study_rejects_unknown_variants(tmp_path):
-  with pytest.raises(SystemExit, match="--variants=uniform,first_k"):
+def test_study_rejects_bad_arguments_in_one_line(tmp_path):
+  with pytest.raises(InputError, match="--variants=uniform,first_k"):
     run_study.main(["--out_dir=" + str(tmp_path), "--variants=uniform,first_k,kd"])
+  with pytest.raises(InputError, match="--ks=6,300: expected .* between 1 and --max_frames-1 \\(299\\)"):
+    run_study.main(["--out_dir=" + str(tmp_path), "--ks=6,300"])
   assert os.listdir(str(tmp_path)) == []
+  done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run_study.py"), "--ks=six",
+                         "--out_dir=" + str(tmp_path)], capture_output=True, text=True)
+  assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --ks=six: expected")
