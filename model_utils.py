@@ -63,7 +63,11 @@ def train_dir_of(checkpoint_path):
 def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_name):
   """{name in checkpoint: variable} mapping `graph_scope/x` to `checkpoint_scope/x`; raises one
   InputError listing every variable that is missing from the checkpoint or has another shape."""
-  reader_shapes = dict(tf.train.list_variables(checkpoint_path))
+  try:
+    reader_shapes = dict(tf.train.list_variables(checkpoint_path))
+  except (tf.errors.OpError, ValueError) as error:
+    raise InputError("%s=%s cannot be read as a checkpoint: %s"
+                     % (flag_name, checkpoint_path, str(error).splitlines()[0][:200]))
   mapping, missing, mismatched = {}, [], []
   for var in variables:
     name = checkpoint_scope + var.op.name[len(graph_scope):]

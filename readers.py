@@ -129,12 +129,17 @@ class _BaseReader(object):
   # -- validation before any expensive work ---------------------------------------------------------
   def validate_files(self, files, max_content_checks=4):
     """Framing check of every file, content check of the first record of the first few files."""
-    checked = 0
+    checked, counts = 0, []
     for path in files:
-      _, first_record = check_tfrecord_framing(path)
+      count, first_record = check_tfrecord_framing(path)
+      counts.append(count)
       if first_record is not None and checked < max_content_checks:
         self._check_record(path, first_record)
         checked += 1
+    if all(count == 0 for count in counts):
+      raise InputError("%s: %s no record: expected YouTube-8M TFRecord shards with videos"
+                       % (", ".join(files[:3]) + (" ..." if len(files) > 3 else ""),
+                          "the file holds" if len(files) == 1 else "the files hold"))
 
   def _check_labels(self, path, features):
     if "labels" in features:

@@ -131,6 +131,13 @@ def test_bad_teacher_checkpoints(frame_data, teacher_dir, tmp_path):
   config.write_model_flags(str(other), dict(flags, video_level_classifier_model="MoeModel"))
   with pytest.raises(InputError, match=r"does not fit the model: missing teacher/"):
     kd("--teacher_checkpoint=" + str(other))
+  # A checkpoint whose files are damaged.
+  damaged = tmp_path / "damaged"
+  shutil.copytree(str(teacher_dir), str(damaged))
+  for index in damaged.glob("model.ckpt-*.index"):
+    index.write_bytes(b"not a checkpoint index")
+  with pytest.raises(InputError, match="--teacher_checkpoint=.*damaged.*cannot be read as a checkpoint"):
+    kd("--teacher_checkpoint=" + str(damaged))
   assert not os.path.exists(str(tmp_path / "bad" / "checkpoint")), "failed before any training"
 
 

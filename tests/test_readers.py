@@ -217,6 +217,16 @@ def test_pattern_matching_no_file(tmp_path):
     readers.resolve_files(str(tmp_path / "nothing*"), "--train_data_pattern")
 
 
+def test_only_empty_shards(tmp_path):
+  empty = [str(tmp_path / name) for name in ("e0.tfrecord", "e1.tfrecord")]
+  for path in empty:
+    open(path, "wb").close()
+  reader = readers.YT8MFrameFeatureReader(10, ["rgb", "audio"], [8, 4])
+  with pytest.raises(InputError, match="e0.tfrecord, .*e1.tfrecord: the files hold no record"):
+    reader.validate_files(empty)
+  reader.validate_files(empty + [_good_shard(tmp_path)])  # an empty shard among others is fine
+
+
 def test_truncated_shard(tmp_path):
   path = _good_shard(tmp_path)
   data = open(path, "rb").read()
