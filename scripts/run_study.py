@@ -249,13 +249,21 @@ def plot(out_dir, curves, finals, costs, ks):
   fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), squeeze=False)
   for ax in axes.flat[len(ks):]:
     ax.axis("off")
+  labels = list(dict.fromkeys(label for label, _ in curves))  # one colour per model, in every panel
+  colours = dict(zip(labels, plt.cm.tab20(np.linspace(0, 1, 20))[:len(labels)] if len(labels) > 10
+                     else plt.cm.tab10(np.arange(len(labels)))))
   for ax, k in zip(axes.flat, ks):
     for label, curve in curves:
       if curve["k"] in (None, k):
         steps = [m["global_step"] for m in curve["metrics"]]
         ax.plot(steps, [m["gap"] for m in curve["metrics"]], marker="o", ms=3, label=label,
-                linestyle="--" if curve["k"] is None else "-")
-    _finish(ax, "GAP during training, k=%d" % k, "training step")
+                color=colours[label], linestyle="--" if curve["k"] is None else "-")
+    _finish(ax, "GAP during training, k=%d" % k, "training step", legend=False)
+  handles, names = axes.flat[0].get_legend_handles_labels()
+  if len(ks) < axes.size:  # in the first empty panel, else beside the panels
+    axes.flat[len(ks)].legend(handles, names, loc="center", fontsize=8)
+  else:
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
   _save(fig, os.path.join(out_dir, "gap_vs_step.png"))
 
   fig, ax = plt.subplots(figsize=(7, 5))
@@ -273,18 +281,19 @@ def plot(out_dir, curves, finals, costs, ks):
   _save(fig, os.path.join(out_dir, "gap_vs_cost.png"))
 
 
-def _finish(ax, title, xlabel):
+def _finish(ax, title, xlabel, legend=True):
   ax.set_title(title)
   ax.set_xlabel(xlabel)
   ax.set_ylabel("validation GAP")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  if legend:
+    ax.legend(fontsize=8)
 
 
 def _save(fig, path):
   import matplotlib.pyplot as plt
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps a legend placed beside the panels
   plt.close(fig)
 
 
@@ -332,8 +341,7 @@ def main(argv=None):
     curve = evaluate_all(run_name, train_dir, data)
     results.setdefault(name, {}).setdefault(k, []).append(curve[-1])
     if seed == 0:
-      curves.append(("%s%s" % (labels[name], "" if k is None else " k=%d" % k),
-                     {"k": k, "metrics": curve}))
+      curves.append((labels[name], {"k": k, "metrics": curve}))
 
   rows = [(labels[name], results[name]) for name in ["teacher"] + [n for n, _, _ in students]]
   table = write_results(args.out_dir, rows, ks)
