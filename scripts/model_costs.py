@@ -32,9 +32,9 @@ def _graph(model_flags, batch, frames):
   return graph, inputs, outputs
 
 
-def measure(model_flags, frames=None, batch=32, repeats=5):
-  """Dict with `parameters`, `macs` (per video) and `ms_per_video` for a model reading `frames`
-  frames (None: all, max_frames)."""
+def measure(model_flags, frames=None, batch=32, repeats=5, rounds_of_repeats=5):
+  """Dict with `parameters`, `macs` (per video) and `ms_per_video` (best of `rounds_of_repeats`
+  rounds of `repeats` batches) for a model reading `frames` frames (None: all, max_frames)."""
   frames = frames or model_flags["max_frames"]
   graph, _, _ = _graph(model_flags, 1, frames)
   with graph.as_default():
@@ -48,10 +48,13 @@ def measure(model_flags, frames=None, batch=32, repeats=5):
       sess.run(tf.global_variables_initializer())
     data = np.random.RandomState(0).randn(*inputs.shape.as_list()).astype(np.float32)
     sess.run(outputs["predictions"], {inputs: data})  # warm-up
-    started = time.time()
-    for _ in range(repeats):
-      sess.run(outputs["predictions"], {inputs: data})
-    seconds = time.time() - started
+    rounds = []  # the fastest of several rounds: other jobs on a shared machine only add time
+    for _ in range(rounds_of_repeats):
+      started = time.perf_counter()
+      for _ in range(repeats):
+        sess.run(outputs["predictions"], {inputs: data})
+      rounds.append(time.perf_counter() - started)
+    seconds = min(rounds)
   return {"parameters": parameters, "macs": int(flops // 2),
           "ms_per_video": 1000.0 * seconds / (repeats * batch)}
 
