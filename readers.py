@@ -247,7 +247,8 @@ class YT8MFrameFeatureReader(_BaseReader):
     return utils.dequantize(decoded) * mask
 
   def _matrix(self, filename, video_id, sequence, length, k, method, training):
-    key = None if training else tf.strings.to_hash_bucket_fast(video_id, 2 ** 62)
+    key = (tf.strings.to_hash_bucket_fast(video_id, 2 ** 62) if method == "random" and not training
+           else None)
     indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed, key)
     parts = [self._frames(filename, video_id, sequence[name], size, name, indices, count, length)
              for name, size in zip(self.feature_names, self.feature_sizes)]

@@ -57,7 +57,7 @@ def parse_args(argv=None):
   parser.add_argument("--variants", default=None,
                       help="Comma-separated students to train at each k, from: %s (default uniform,random,kd; "
                       "grid all). uniform and kd are always needed: the cost table and plots use them."
-                      % ",".join(name for name, _, _ in variants(True)))
+                      % ",".join(STUDENT_NAMES))
   # Data (generated): YT8M format at reduced feature sizes so that the study fits on 2 CPU cores.
   parser.add_argument("--num_train", type=int, default=6000)
   parser.add_argument("--num_validate", type=int, default=1500)
@@ -81,28 +81,26 @@ def parse_args(argv=None):
 
 
 # -- what to train ------------------------------------------------------------------------------------------
-def variants(grid, only=None):
-  """(name, row label, flags) of the students trained at each k; `only` (names) keeps a subset, in order."""
-  base = [("uniform", "uniform-k student", ["--model_type=student", "--frame_sampling=uniform"]),
-          ("random", "random-k student", ["--model_type=student", "--frame_sampling=random"]),
-          ("kd", "KD student (serial, L_rep+L_pred+L_CE)", ["--model_type=kd", "--frame_sampling=uniform"])]
-  if not grid and not only:
-    return base
-  kd = ["--model_type=kd", "--frame_sampling=uniform"]
-  every = base + [
-      (m, "%s-k student" % m.replace("_", "-"), ["--model_type=student", "--frame_sampling=" + m])
-      for m in ("first", "middle", "last", "first_middle_last")] + [
-      ("kd_parallel", "KD student (parallel, all three)", kd + ["--kd_mode=parallel"]),
-      ("kd_rep", "KD L_rep only", kd + ["--ce_weight=0", "--pred_weight=0"]),
-      ("kd_pred", "KD L_pred only", kd + ["--ce_weight=0", "--rep_weight=0"]),
-      ("kd_rep_ce", "KD L_rep+L_CE", kd + ["--pred_weight=0"]),
-      ("kd_pred_ce", "KD L_pred+L_CE", kd + ["--rep_weight=0"]),
-      ("kd_kl", "KD all three, L_pred=kl (T=2)", kd + ["--pred_loss=kl", "--temperature=2"]),
-      ("kd_init", "KD all three, student initialised from teacher", kd + ["--student_init_from_teacher"]),
-      ("kd_rep_init", "KD L_rep only, student initialised from teacher",
-       kd + ["--ce_weight=0", "--pred_weight=0", "--student_init_from_teacher"]),
-  ]
-  return [v for v in every if v[0] in only] if only else every
+_KD = ["--model_type=kd", "--frame_sampling=uniform"]
+# (name, row label, flags) of every student the study can train at each k, in table order.
+STUDENTS = [
+    ("uniform", "uniform-k student", ["--model_type=student", "--frame_sampling=uniform"]),
+    ("random", "random-k student", ["--model_type=student", "--frame_sampling=random"]),
+    ("kd", "KD student (serial, L_rep+L_pred+L_CE)", _KD)] + [
+    (m, "%s-k student" % m.replace("_", "-"), ["--model_type=student", "--frame_sampling=" + m])
+    for m in ("first", "middle", "last", "first_middle_last")] + [
+    ("kd_parallel", "KD student (parallel, all three)", _KD + ["--kd_mode=parallel"]),
+    ("kd_rep", "KD L_rep only", _KD + ["--ce_weight=0", "--pred_weight=0"]),
+    ("kd_pred", "KD L_pred only", _KD + ["--ce_weight=0", "--rep_weight=0"]),
+    ("kd_rep_ce", "KD L_rep+L_CE", _KD + ["--pred_weight=0"]),
+    ("kd_pred_ce", "KD L_pred+L_CE", _KD + ["--rep_weight=0"]),
+    ("kd_kl", "KD all three, L_pred=kl (T=2)", _KD + ["--pred_loss=kl", "--temperature=2"]),
+    ("kd_init", "KD all three, student initialised from teacher", _KD + ["--student_init_from_teacher"]),
+    ("kd_rep_init", "KD L_rep only, student initialised from teacher",
+     _KD + ["--ce_weight=0", "--pred_weight=0", "--student_init_from_teacher"]),
+]
+STUDENT_NAMES = [name for name, _, _ in STUDENTS]
+DEFAULT_STUDENTS = ("uniform", "random", "kd")
 
 
 # -- stages ---------------------------------------------------------------------------------------------
@@ -308,14 +306,11 @@ def main(argv=None):
     raise InputError("--ks=%s: expected comma-separated frame counts between 1 and --max_frames-1 (%d)"
                      % (ks_text, args.max_frames - 1))
   seeds = list(range(args.seeds or (3 if args.grid else 1)))
-  only = args.variants.split(",") if args.variants else None
-  if only:
-    known = [name for name, _, _ in variants(True)]
-    unknown = [name for name in only if name not in known]
-    if unknown or "uniform" not in only or "kd" not in only:
-      raise InputError("--variants=%s: expected names from %s, including uniform and kd"
-                       % (args.variants, ",".join(known)))
-  students = variants(args.grid, only)
+  names = args.variants.split(",") if args.variants else STUDENT_NAMES if args.grid else DEFAULT_STUDENTS
+  if set(names) - set(STUDENT_NAMES) or "uniform" not in names or "kd" not in names:
+    raise InputError("--variants=%s: expected names from %s, including uniform and kd"
+                     % (args.variants, ",".join(STUDENT_NAMES)))
+  students = [student for student in STUDENTS if student[0] in names]
   os.makedirs(args.out_dir, exist_ok=True)
   data = ensure_data(args)
   check_training_settings(args)
