@@ -21,7 +21,12 @@ MODEL_FLAG_NAMES = (
     "model_type", "model", "frame_features", "feature_names", "feature_sizes", "num_classes",
     "max_frames", "k_frame", "frame_sampling", "video_level_classifier_model", "groups",
     "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate",
-    "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss")
+    "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss",
+    "weight_init", "batchnorm_decay", "bn_mask_padding", "gradient_clipping", "kd_regularization")
+# Values the code had before a flag existed: a model_flags.json written then lacks the key and is
+# rebuilt (and resumed) the way it was trained.
+LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask_padding": True,
+                      "gradient_clipping": "global", "kd_regularization": True}
 
 
 def define_flag(define, name, *args, **kwargs):
@@ -51,9 +56,10 @@ def define_model_flags():
   define_flag(flags.DEFINE_string, "model", "NeXtVLADModel", "Model class name.")
   define_flag(flags.DEFINE_integer, "k_frame", 300,
                "Frames a student reads (a teacher reads all unless k_frame < max_frames).")
-  define_flag(flags.DEFINE_string, "frame_sampling", "uniform",
-               "How a student picks its k frames: uniform, random, first, middle, last, "
-               "first_middle_last, strided.")
+  define_flag(flags.DEFINE_string, "frame_sampling", "strided",
+               "How a student picks its k frames: strided (the seed's positions 0:max_frames:"
+               "max_frames//k of the padded window), uniform (k spread over the video's own frames, "
+               "the paper's uniform-k), random, first, middle, last, first_middle_last.")
   define_flag(flags.DEFINE_string, "video_level_classifier_model", "LogisticModel",
                "Classifier on top of the frame model: LogisticModel or MoeModel.")
   define_flag(flags.DEFINE_integer, "groups", 8, "NeXtVLAD groups G.")
@@ -64,9 +70,19 @@ def define_model_flags():
   define_flag(flags.DEFINE_float, "drop_rate", 0.5, "Dropout rate before the hidden layer.")
   define_flag(flags.DEFINE_float, "l2_penalty", 1e-5, "L2 penalty of the classifier weights.")
   define_flag(flags.DEFINE_integer, "moe_num_mixtures", 2, "Experts of MoeModel.")
-  define_flag(flags.DEFINE_string, "input_preprocessing", "l2",
-               "l2 (per-frame L2 normalisation), whiten (NeXtVLAD reverse whitening) or none.")
-  define_flag(flags.DEFINE_string, "eigenvals_path", "", "eigenvals.npy for --input_preprocessing=whiten.")
+  define_flag(flags.DEFINE_string, "input_preprocessing", "whiten",
+               "whiten (the seed's NeXtVLAD reverse whitening of rgb), l2 (per-frame L2 "
+               "normalisation, the starter's) or none.")
+  define_flag(flags.DEFINE_string, "eigenvals_path", "",
+               "eigenvals.npy for --input_preprocessing=whiten (default: the bundled yt8m_pca copy).")
+  define_flag(flags.DEFINE_string, "weight_init", "slim",
+               "Weight initialiser: slim (the seed's variance scaling: factor 2, fan-in, truncated "
+               "normal) or glorot (Glorot uniform; cluster weights and centres N(0, 1/fan_in)).")
+  define_flag(flags.DEFINE_float, "batchnorm_decay", 0.999,
+               "Moving-average decay of the batch-norm statistics (slim's and the seed's 0.999).")
+  define_flag(flags.DEFINE_bool, "bn_mask_padding", False,
+               "Leave padded frames out of the NeXtVLAD assignment batch norm's statistics (the seed "
+               "counts them).")
   define_flag(flags.DEFINE_string, "label_loss", "CrossEntropyLoss", "Label loss class name.")
 
 
@@ -105,12 +121,35 @@ def write_model_flags(train_dir, model_flags):
 
 
 def load_model_flags(train_dir):
-  """Reads train_dir/model_flags.json; InputError naming the file if it is missing."""
+  """Reads train_dir/model_flags.json (keys it predates get LEGACY_MODEL_FLAGS); InputError naming the
+  file if it is missing."""
   path = os.path.join(train_dir, MODEL_FLAGS_FILE)
   if not tf.io.gfile.exists(path):
     raise InputError("%s not found: expected a train_dir written by train.py" % path)
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    return dict(LEGACY_MODEL_FLAGS, **json.load(f))
+
+
+def check_passed_flags(model_flags, flag_values, train_dir):
+  """eval/inference/export take the starter's and the seed's model flags on their command line, as
+  their scripts pass them: a flag given explicitly must agree with the run's model_flags.json (one
+  InputError naming both values otherwise); flags that the run did not record are accepted."""
+  conflicts = []
+  for name in MODEL_FLAG_NAMES:
+    if name not in flag_values or not flag_values[name].present or name not in model_flags:
+      continue
+    given, recorded = flag_values[name].value, model_flags[name]
+    if name == "model_type":
+      given = str(given).lower()
+    elif name in ("feature_names", "feature_sizes"):
+      given = utils.get_list_of_feature_names_and_sizes(
+          flag_values["feature_names"].value, flag_values["feature_sizes"].value)[
+              0 if name == "feature_names" else 1]
+    if given != recorded and not (isinstance(recorded, float) and given == float(recorded)):
+      conflicts.append("--%s=%s but %s was trained with %s" % (name, flag_values[name].value,
+                                                            train_dir, recorded))
+  if conflicts:
+    raise InputError("; ".join(conflicts) + " (drop the flag or pass the trained value)")
 
 
 def check_model_flags(train_dir, model_flags):

@@ -84,7 +84,8 @@ def _top_columns(predictions, k):
 
 
 def _video_stats(predictions, labels, depth):
-  """Top-`depth` columns, their hits, per-video label counts, Hit@1 flags and PERR of labelled videos.
+  """Top-`depth` columns, their hits, per-video label counts, Hit@1 flags and PERR per video (the
+  starter's: 0 for a video without labels, which stays in the average).
 
   The selection is widened to the largest label count so PERR needs no second pass.
   """
@@ -95,7 +96,8 @@ def _video_stats(predictions, labels, depth):
   hit_at_one = labels[np.arange(len(labels)), np.argmax(predictions, axis=1)]
   labelled = np.flatnonzero(counts)
   cumulative = np.cumsum(hits[labelled], axis=1)
-  perr = cumulative[np.arange(labelled.size), counts[labelled] - 1] / counts[labelled]
+  perr = np.zeros(len(labels))
+  perr[labelled] = cumulative[np.arange(labelled.size), counts[labelled] - 1] / counts[labelled]
   return top[:, :depth], hits[:, :depth], counts, hit_at_one, perr
 
 
@@ -108,7 +110,7 @@ def calculate_hit_at_one(predictions, actuals):
 
 
 def calculate_precision_at_equal_recall_rate(predictions, actuals):
-  """PERR of a batch: mean over videos with labels of the precision of their top-n (n = #labels)."""
+  """PERR of a batch: mean over videos of the precision of their top-n (n = #labels; 0 without labels)."""
   predictions, actuals = _as_batch(predictions, actuals)
   perr = _video_stats(predictions, actuals, 1)[4]
   return float(perr.mean()) if perr.size else 0.0
@@ -171,13 +173,12 @@ class EvaluationMetrics(object):
     self._positives = np.zeros(self.num_class, np.int64)
     self._sum_hit_at_one = 0
     self._sum_perr = 0.0
-    self._perr_videos = 0
     self._sum_loss = 0.0
     self.num_examples = 0
 
   def accumulate(self, predictions, labels, loss):
     """Adds a batch. loss: the batch's mean loss (or per-video losses). Returns this batch's
-    {"hit_at_one", "perr", "loss"} (perr 0.0 if no video of the batch has labels)."""
+    {"hit_at_one", "perr", "loss"}."""
     predictions, labels = _as_batch(predictions, labels)
     if predictions.shape[1] != self.num_class:
       raise ValueError("expected %d classes, got %d" % (self.num_class, predictions.shape[1]))
@@ -192,11 +193,10 @@ class EvaluationMetrics(object):
     self._positives += np.count_nonzero(labels, axis=0)
     self._sum_hit_at_one += int(np.count_nonzero(hit_at_one))
     self._sum_perr += float(perr.sum())
-    self._perr_videos += perr.size
     self._sum_loss += loss * videos
     self.num_examples += videos
     return {"hit_at_one": float(np.mean(hit_at_one)),
-            "perr": float(perr.mean()) if perr.size else 0.0, "loss": loss}
+            "perr": float(perr.mean()), "loss": loss}
 
   def get(self):
     """Metrics over everything accumulated: avg_hit_at_one, avg_perr, avg_loss (example-weighted),
@@ -210,7 +210,7 @@ class EvaluationMetrics(object):
     aps = grouped_ap(hits, classes, self._positives, self.top_n)
     present = self._positives > 0
     return {"avg_hit_at_one": self._sum_hit_at_one / float(self.num_examples),
-            "avg_perr": self._sum_perr / self._perr_videos if self._perr_videos else 0.0,
+            "avg_perr": self._sum_perr / self.num_examples,
             "avg_loss": self._sum_loss / self.num_examples,
             "aps": aps.tolist(),
             "map": float(aps[present].mean()) if present.any() else 0.0,

@@ -1,5 +1,7 @@
 """Frame-level models besides NeXtVLAD, and the frame preprocessing and masking they all share."""
 
+import os
+
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -8,6 +10,8 @@ import video_level_models
 from utils import InputError
 
 PREPROCESSING = ("l2", "whiten", "none")
+# The YouTube-8M PCA eigenvalues, shipped with the project (REFERENCE §1; source in docs/FIDELITY.md).
+BUNDLED_EIGENVALS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yt8m_pca", "eigenvals.npy")
 
 
 def check_preprocessing(input_preprocessing):
@@ -17,8 +21,10 @@ def check_preprocessing(input_preprocessing):
 
 
 def load_eigenvals(eigenvals_path, rgb_size):
-  """The first `rgb_size` YouTube-8M PCA eigenvalues from a .npy of shape (n, 1), n >= rgb_size."""
-  if not eigenvals_path or not tf.io.gfile.exists(eigenvals_path):
+  """The first `rgb_size` YouTube-8M PCA eigenvalues from a .npy of shape (n, 1), n >= rgb_size;
+  an empty path means the bundled yt8m_pca/eigenvals.npy."""
+  eigenvals_path = eigenvals_path or BUNDLED_EIGENVALS
+  if not tf.io.gfile.exists(eigenvals_path):
     raise InputError("--eigenvals_path=%r: file not found; --input_preprocessing=whiten needs the "
                      "YouTube-8M PCA eigenvalues (eigenvals.npy, shape (2048, 1))" % eigenvals_path)
   try:
@@ -35,9 +41,10 @@ def load_eigenvals(eigenvals_path, rgb_size):
 def preprocess(frames, input_preprocessing, feature_sizes, eigenvals_path=""):
   """frames [B, M, D] -> [B, M, D].
 
-  l2: each frame (all features concatenated) scaled to unit L2 norm (the starter's);
-  whiten: NeXtVLAD's reverse whitening of the first (rgb) feature,
-  (x - 4/512) * (sqrt(eigenvals) + 1e-4), the others unchanged; none: as read.
+  whiten (the seed's and NeXtVLAD's): reverse whitening of the first (rgb) feature,
+  (x - 4/512) * (sqrt(eigenvals) + 1e-4), the others unchanged, padded frames included (they become
+  constant non-zero rows); l2: each frame (all features concatenated) scaled to unit L2 norm (the
+  starter's frame models); none: as read.
   """
   check_preprocessing(input_preprocessing)
   if input_preprocessing == "l2":
@@ -60,7 +67,7 @@ class FrameLevelLogisticModel(models.BaseModel):
   """Mean of the (preprocessed) valid frames -> LogisticModel. Its representation is the mean frame;
   no batch norm, no dropout."""
 
-  def __init__(self, feature_sizes=(1024, 128), input_preprocessing="l2", eigenvals_path="",
+  def __init__(self, feature_sizes=(1024, 128), input_preprocessing="whiten", eigenvals_path="",
                l2_penalty=1e-8, **unused_hparams):
     check_preprocessing(input_preprocessing)
     self.feature_sizes = [int(size) for size in feature_sizes]

@@ -1,7 +1,33 @@
 """The few layers the models need, on tf.get_variable: dense, batch norm (moving averages updated
-through UPDATE_OPS in training, used at inference) and dropout."""
+through UPDATE_OPS in training, used at inference) and dropout, and the weight initialisers."""
+
+import math
 
 import tensorflow.compat.v1 as tf
+
+from utils import InputError
+
+WEIGHT_INITS = ("slim", "glorot")
+
+
+class SlimVarianceScaling(object):
+  """slim's variance_scaling_initializer() as the seed and NeXtVLAD use it: factor 2, fan-in,
+  truncated normal with stddev sqrt(1.3 * 2 / fan_in) (1.3 corrects for the truncation at 2 stddev,
+  so the values' std is about sqrt(2 / fan_in)). fan_in is shape[-2] times every leading dimension
+  (shape[-1] for a vector)."""
+
+  def __call__(self, shape, dtype=tf.float32, partition_info=None):
+    shape = [int(d) for d in shape]
+    fan_in = float(shape[-1]) if len(shape) < 2 else float(shape[-2]) * math.prod(shape[:-2])
+    return tf.random.truncated_normal(shape, 0.0, math.sqrt(1.3 * 2.0 / fan_in), dtype=dtype)
+
+
+def weight_initializer(weight_init):
+  """Default initialiser of a model's weights (--weight_init): slim (the seed's) or glorot (the
+  default of tf.get_variable: Glorot uniform)."""
+  if weight_init not in WEIGHT_INITS:
+    raise InputError("--weight_init=%r: expected one of %s" % (weight_init, ", ".join(WEIGHT_INITS)))
+  return SlimVarianceScaling() if weight_init == "slim" else tf.glorot_uniform_initializer()
 
 
 def add_l2_penalty(penalty, variables):
@@ -12,12 +38,13 @@ def add_l2_penalty(penalty, variables):
 
 
 def dense(inputs, units, use_bias=True, scope="dense", initializer=None, regularize=0.0):
-  """inputs [batch, n] @ `weights` [n, units] (+ `biases` [units]). A non-zero `regularize` is the
-  L2 penalty of the layer's weights and biases (see add_l2_penalty)."""
+  """inputs [batch, n] @ `weights` [n, units] (+ `biases` [units], zeros). `weights` take `initializer`,
+  or else the enclosing variable scope's (model_utils.build_model sets --weight_init's). A non-zero
+  `regularize` is the L2 penalty of the layer's weights and biases (see add_l2_penalty)."""
   in_units = inputs.shape.as_list()[-1]
   with tf.variable_scope(scope):
     weights = tf.get_variable("weights", [in_units, units],
-                              initializer=initializer or tf.glorot_uniform_initializer())
+                              initializer=initializer)
     outputs = tf.matmul(inputs, weights)
     variables = [weights]
     if use_bias:
@@ -29,9 +56,9 @@ def dense(inputs, units, use_bias=True, scope="dense", initializer=None, regular
   return outputs
 
 
-def batch_norm(inputs, is_training, scope="batch_norm", decay=0.99, epsilon=1e-3, center=True,
+def batch_norm(inputs, is_training, scope="batch_norm", decay=0.999, epsilon=1e-3, center=True,
                scale=True, mask=None):
-  """Normalises each channel (last axis) over every other axis.
+  """Normalises each channel (last axis) over every other axis; decay and epsilon default to slim's.
 
   Training: batch statistics, and ops moving `moving_mean`/`moving_variance` towards them
   (moving -= (1 - decay) * (moving - batch value)) are added to UPDATE_OPS. Inference: the moving

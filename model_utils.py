@@ -9,6 +9,7 @@ import os
 import tensorflow.compat.v1 as tf
 
 import config
+import layers
 import losses
 import models
 import readers
@@ -28,7 +29,9 @@ def build_model(model_flags, model_input, num_frames, is_training, scope=None):
   with `predictions`, `logits` and `representation`."""
   model = models.get_model(model_flags["model"], **model_flags)
   hparams = {k: v for k, v in model_flags.items() if k not in ("num_classes", "model")}
-  with tf.variable_scope(scope or config.role_scope(model_flags), reuse=tf.AUTO_REUSE):
+  initializer = layers.weight_initializer(model_flags.get("weight_init", "slim"))
+  with tf.variable_scope(scope or config.role_scope(model_flags), reuse=tf.AUTO_REUSE,
+                         initializer=initializer):
     return model.create_model(model_input=model_input, num_frames=num_frames,
                               vocab_size=model_flags["num_classes"], is_training=is_training,
                               **hparams)

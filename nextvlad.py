@@ -8,8 +8,9 @@ Model: rgb branch NeXtVLAD(K, G), audio branch NeXtVLAD(K/2, G/2), concat, dropo
 (no bias) + BN, SE context gating -> the representation, then the video-level classifier.
 
 The frame mask comes from `num_frames` for any number of input frames M, so a student's k frames
-and a teacher's 300 share the code, and padded frames never change the output: their attention is
-0 and the assignment batch norm leaves them out of its batch statistics.
+and a teacher's 300 share the code. Padded frames get attention 0; as in the seed, the assignment
+batch norm still counts their rows in its training-batch statistics (so a video's padding can shift
+its batch's statistics) unless --bn_mask_padding leaves them out.
 """
 
 import numpy as np
@@ -24,8 +25,12 @@ from utils import InputError
 BRANCH_SCOPES = ("video_VLAD", "audio_VLAD")
 
 
-def nextvlad_layer(frames, mask, cluster_size, groups, expansion, is_training, scope):
-  """frames [B, M, N], mask [B, M] (1 for real frames) -> [B, (λN/G)·K]."""
+def nextvlad_layer(frames, mask, cluster_size, groups, expansion, is_training, scope,
+                   batch_norm=layers.batch_norm, bn_mask_padding=False, centre_initializer=None):
+  """frames [B, M, N], mask [B, M] (1 for real frames) -> [B, (λN/G)·K].
+
+  `centre_initializer` (None: the scope's) initialises the cluster assignment weights and centres;
+  `bn_mask_padding` leaves padded rows out of the assignment batch norm's statistics."""
   feature_size = frames.shape.as_list()[-1]
   expanded_size = expansion * feature_size
   group_size = expanded_size // groups
@@ -38,27 +43,27 @@ def nextvlad_layer(frames, mask, cluster_size, groups, expansion, is_training, s
     attention = tf.reshape(attention, [batch, max_frames * groups, 1])
     assignment = layers.dense(
         expanded, groups * cluster_size, use_bias=False, scope="cluster_assignment",
-        initializer=tf.random_normal_initializer(stddev=1 / np.sqrt(expanded_size)))
-    assignment = layers.batch_norm(assignment, is_training, scope="assignment_bn",
-                                   mask=tf.reshape(mask, [-1]))
+        initializer=centre_initializer and centre_initializer(expanded_size))
+    assignment = batch_norm(assignment, is_training, scope="assignment_bn",
+                            mask=tf.reshape(mask, [-1]) if bn_mask_padding else None)
     assignment = tf.nn.softmax(tf.reshape(assignment, [batch, max_frames * groups, cluster_size]))
     assignment *= attention                                                     # [B, M·G, K]
     centres = tf.get_variable("cluster_centres", [1, group_size, cluster_size],
-                              initializer=tf.random_normal_initializer(stddev=1 / np.sqrt(group_size)))
+                              initializer=centre_initializer and centre_initializer(group_size))
     chunks = tf.reshape(expanded, [batch, max_frames * groups, group_size])     # [B, M·G, λN/G]
     vlad = tf.matmul(chunks, assignment, transpose_a=True)                      # [B, λN/G, K]
     vlad -= tf.reduce_sum(assignment, axis=1, keepdims=True) * centres
     vlad = tf.nn.l2_normalize(vlad, axis=1)
     vlad = tf.reshape(vlad, [batch, group_size * cluster_size])
-    return layers.batch_norm(vlad, is_training, scope="vlad_bn")
+    return batch_norm(vlad, is_training, scope="vlad_bn")
 
 
-def context_gating(activation, reduction, is_training, scope="gating"):
+def context_gating(activation, reduction, is_training, scope="gating", batch_norm=layers.batch_norm):
   """Squeeze-and-excitation gating: activation · sigmoid(W2 relu(BN(W1 activation))), no biases."""
   size = activation.shape.as_list()[-1]
   with tf.variable_scope(scope):
     gates = layers.dense(activation, size // reduction, use_bias=False, scope="squeeze")
-    gates = tf.nn.relu(layers.batch_norm(gates, is_training, scope="squeeze_bn"))
+    gates = tf.nn.relu(batch_norm(gates, is_training, scope="squeeze_bn"))
     gates = tf.sigmoid(layers.dense(gates, size, use_bias=False, scope="excite"))
     return activation * gates
 
@@ -74,7 +79,8 @@ class NeXtVLADModel(models.BaseModel):
   def __init__(self, feature_sizes=(1024, 128), groups=8, nextvlad_cluster_size=128,
                nextvlad_hidden_size=2048, expansion=2, gating_reduction=8, drop_rate=0.5,
                video_level_classifier_model="LogisticModel", l2_penalty=1e-5, moe_num_mixtures=2,
-               input_preprocessing="l2", eigenvals_path="", **unused_hparams):
+               input_preprocessing="whiten", eigenvals_path="", weight_init="slim",
+               batchnorm_decay=0.999, bn_mask_padding=False, **unused_hparams):
     self.feature_sizes = [int(size) for size in feature_sizes]
     self.groups = int(groups)
     self.cluster_size = int(nextvlad_cluster_size)
@@ -84,10 +90,20 @@ class NeXtVLADModel(models.BaseModel):
     self.drop_rate = float(drop_rate)
     self.input_preprocessing = input_preprocessing
     self.eigenvals_path = eigenvals_path
+    self.bn_mask_padding = bool(bn_mask_padding)
+    # The seed draws every weight from the scope's slim initialiser; our earlier Glorot setting drew
+    # the cluster weights and centres from N(0, 1/fan_in) instead.
+    layers.weight_initializer(weight_init)
+    self.centre_initializer = (None if weight_init == "slim" else
+                               lambda fan_in: tf.random_normal_initializer(stddev=1 / np.sqrt(fan_in)))
+    self.batchnorm_decay = float(batchnorm_decay)
     self.classifier = video_level_models.get_classifier(
         video_level_classifier_model, l2_penalty=l2_penalty, moe_num_mixtures=moe_num_mixtures)
     frame_level_models.check_preprocessing(input_preprocessing)
     self._check()
+
+  def _batch_norm(self, inputs, is_training, scope, mask=None):
+    return layers.batch_norm(inputs, is_training, scope, decay=self.batchnorm_decay, mask=mask)
 
   def _branches(self):
     """(scope, feature size, clusters, groups) per feature: the audio branch has half of each."""
@@ -124,12 +140,14 @@ class NeXtVLADModel(models.BaseModel):
       features = frames[:, :, offset:offset + size]
       features.set_shape([None, None, size])
       branches.append(nextvlad_layer(features, mask, clusters, groups, self.expansion,
-                                     is_training, scope))
+                                     is_training, scope, self._batch_norm, self.bn_mask_padding,
+                                     self.centre_initializer))
       offset += size
     vlad = layers.dropout(tf.concat(branches, axis=1), self.drop_rate, is_training)
     hidden = layers.dense(vlad, self.hidden_size, use_bias=False, scope="hidden")
-    hidden = layers.batch_norm(hidden, is_training, scope="hidden_bn")
-    representation = context_gating(hidden, self.gating_reduction, is_training)
+    hidden = self._batch_norm(hidden, is_training, scope="hidden_bn")
+    representation = context_gating(hidden, self.gating_reduction, is_training,
+                                    batch_norm=self._batch_norm)
     with tf.variable_scope("classifier"):
       output = self.classifier.create_model(representation, vocab_size, is_training=is_training)
     output["representation"] = representation

@@ -25,10 +25,23 @@ FRAME_SAMPLING_METHODS = ("uniform", "random", "first", "middle", "last", "first
 ERROR_MARKER = "YT8M_INPUT_ERROR"
 
 
+def strided_positions(k, max_frames=300):
+  """The seed's student positions 0:max_frames:max_frames//k (its `frame_step = int(300 / k_frame)`):
+  ceil(max_frames / step) of them, which is k only when the step divides max_frames evenly
+  (k=7 gives 8 positions, 0, 42, ..., 294)."""
+  return list(range(0, max_frames, max(max_frames // k, 1)))
+
+
+def sampled_frame_count(k, method, max_frames=300):
+  """Frames a student's matrix holds: k, or the strided positions' count."""
+  return len(strided_positions(k, max_frames)) if method == "strided" else k
+
+
 def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=None):
   """Chooses k frame positions of one video with `num_frames` frames (a scalar int32 tensor).
 
-  Returns (indices [k] int32, count int32): the first `count` entries are frame positions in time
+  Returns (indices [F] int32, count int32), F = sampled_frame_count(k, method, max_frames) (k for
+  every method but strided): the first `count` entries are frame positions in time
   order; the remaining entries equal `num_frames` and mark padding. Methods (the paper's baselines):
     uniform            every (n/k)-th frame, floor(i*n/k), i < k: deterministic, spans the video.
     random             k distinct frames in time order, drawn afresh at every read (every epoch); with
@@ -36,8 +49,9 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=N
                        the key, so evaluation, inference and a SavedModel see the same frames each time.
     first/middle/last  k consecutive frames at the start, centre or end.
     first_middle_last  k - 2*(k//3) frames at the start, k//3 at the centre, k//3 at the end.
-    strided            the seed's fixed positions 0, s, 2s, ... with s = max_frames // k, regardless of
-                       the video's length; positions past its end are padding.
+    strided            the seed's fixed positions 0, s, 2s, ... < max_frames with s = max_frames // k
+                       (strided_positions), regardless of the video's length; positions past its
+                       end are padding.
   When n <= k (every method but strided) all n frames are taken in order and the rest is padding:
   the student then sees exactly what the teacher sees, never a repeated frame.
   """
@@ -46,7 +60,8 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=N
   n = tf.cast(num_frames, tf.int32)
   positions = tf.range(k, dtype=tf.int32)
   if method == "strided":
-    indices = positions * max(max_frames // k, 1)
+    positions = tf.constant(strided_positions(k, max_frames), tf.int32)
+    indices = positions
   else:
     if method == "uniform":
       chosen = (positions * n) // k
@@ -73,7 +88,7 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=N
     indices = tf.where(n > k, chosen, positions)
   valid = indices < n
   count = tf.reduce_sum(tf.cast(valid, tf.int32))
-  return tf.where(valid, indices, tf.fill([k], n)), count
+  return tf.where(valid, indices, tf.fill(tf.shape(indices), n)), count
 
 
 def resolve_files(data_pattern, flag_name="--input_data_pattern"):
@@ -253,7 +268,7 @@ class YT8MFrameFeatureReader(_BaseReader):
     parts = [self._frames(filename, video_id, sequence[name], size, name, indices, count, length)
              for name, size in zip(self.feature_names, self.feature_sizes)]
     matrix = tf.concat(parts, axis=1)
-    matrix.set_shape([k, sum(self.feature_sizes)])
+    matrix.set_shape([sampled_frame_count(k, method, self.max_frames), sum(self.feature_sizes)])
     return matrix, count
 
   def parse_record(self, filename, serialized, training=False):

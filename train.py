@@ -41,7 +41,10 @@ config.define_flag(flags.DEFINE_integer, "export_model_steps", 1000, "Checkpoint
 config.define_flag(flags.DEFINE_float, "save_checkpoint_minutes", 10.0, "Also checkpoint every this many minutes.")
 config.define_flag(flags.DEFINE_integer, "keep_checkpoint_max", 5, "Most recent checkpoints kept.")
 config.define_flag(flags.DEFINE_float, "keep_checkpoint_every_n_hours", 10000.0, "Also keep one checkpoint per this many hours.")
-config.define_flag(flags.DEFINE_float, "clip_gradient_norm", 1.0, "Clip gradients to this global norm (0: no clipping).")
+config.define_flag(flags.DEFINE_float, "clip_gradient_norm", 1.0, "Clip gradients to this norm (0: no clipping).")
+config.define_flag(flags.DEFINE_string, "gradient_clipping", "per_variable",
+                   "per_variable: each variable's averaged gradient clipped to --clip_gradient_norm (the "
+                   "seed's); global: all gradients scaled together to that global norm.")
 config.define_flag(flags.DEFINE_float, "regularization_penalty", 1.0, "Weight of the models' L2 regularisation losses.")
 config.define_flag(flags.DEFINE_integer, "num_gpu", 1, "Towers: one per GPU. Without GPUs one tower runs on the CPU.")
 config.define_flag(flags.DEFINE_string, "visible_gpu", "", "CUDA_VISIBLE_DEVICES for this process (the seed's flag).")
@@ -60,6 +63,8 @@ config.define_flag(flags.DEFINE_float, "rep_weight", 0.08, "Weight of L_rep, a b
 config.define_flag(flags.DEFINE_string, "pred_loss", "mse", "L_pred: mse on probabilities (paper) or kl on soft targets.")
 config.define_flag(flags.DEFINE_float, "temperature", 1.0, "Temperature of --pred_loss=kl.")
 config.define_flag(flags.DEFINE_bool, "student_init_from_teacher", False, "Start the student from the teacher's weights.")
+config.define_flag(flags.DEFINE_bool, "kd_regularization", False,
+                   "Add the student's L2 penalty to the KD loss (the seed's KD loss has none).")
 
 
 # -- devices and cluster --------------------------------------------------------------------------------
@@ -126,6 +131,20 @@ def average_gradients(tower_grads):
   return averaged
 
 
+GRADIENT_CLIPPING = ("per_variable", "global")
+
+
+def clip_gradients(grads_and_vars, max_norm, mode):
+  """per_variable (the seed's): each gradient g becomes g * max_norm / max(||g||, max_norm);
+  global: every gradient scaled by max_norm / max(global norm, max_norm). max_norm <= 0: unchanged."""
+  if max_norm <= 0:
+    return grads_and_vars
+  if mode == "per_variable":
+    return [(tf.clip_by_norm(g, max_norm) if g is not None else None, v) for g, v in grads_and_vars]
+  clipped, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], max_norm)
+  return [(c, v) for c, (_, v) in zip(clipped, grads_and_vars)]
+
+
 def _frozen_teacher_getter(getter, *args, **kwargs):
   """Serial KD: the teacher's variables are local (never checkpointed with the student, never shared
   through parameter servers) and not trainable; they are restored from the teacher checkpoint."""
@@ -177,8 +196,10 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
           terms["teacher_ce"] = label_loss.calculate_loss(teacher["predictions"], labels)
           loss += terms["teacher_ce"]
       # A frozen teacher's penalty is a constant: it stays out of the student's loss and its summaries.
+      # The seed's KD loss has no L2 term for the student either (--kd_regularization adds it).
+      student_penalty = not kd or opts.kd_regularization
       regularization = [r for r in tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES, name_scope)
-                        if parallel or not r.name.startswith(name_scope + "teacher/")]
+                        if (parallel if r.name.startswith(name_scope + "teacher/") else student_penalty)]
       if regularization:
         terms["regularization"] = tf.add_n(regularization)
         loss += opts.regularization_penalty * terms["regularization"]
@@ -191,10 +212,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
       if i == 0:  # Batch-norm statistics: updated once per step, from the first tower's batch.
         update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS, name_scope)
 
-  grads = average_gradients(tower_grads)
-  if opts.clip_gradient_norm > 0:
-    clipped, _ = tf.clip_by_global_norm([g for g, _ in grads], opts.clip_gradient_norm)
-    grads = [(c, v) for c, (_, v) in zip(clipped, grads)]
+  grads = clip_gradients(average_gradients(tower_grads), opts.clip_gradient_norm,
+                         opts.gradient_clipping)
   with tf.control_dependencies(update_ops):
     train_op = optimizer.apply_gradients(grads, global_step=global_step)
 
@@ -343,6 +362,9 @@ def prepare(opts):
     tf.logging.info("Parameter server %d serving.", task_index)
     server.join()
     return None
+  if opts.gradient_clipping not in GRADIENT_CLIPPING:
+    raise InputError("--gradient_clipping=%r: expected one of %s"
+                     % (opts.gradient_clipping, ", ".join(GRADIENT_CLIPPING)))
   if opts.pred_loss not in kd_losses.PRED_LOSSES:
     raise InputError("--pred_loss=%r: expected one of %s" % (opts.pred_loss, ", ".join(kd_losses.PRED_LOSSES)))
   if model_flags["model_type"] == "teacher" and config.frames_read(model_flags):
