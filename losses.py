@@ -17,8 +17,10 @@ class CrossEntropyLoss(BaseLoss):
 
   def calculate_loss(self, predictions, labels, **unused_params):
     labels = tf.cast(labels, tf.float32)
+    # max(1 - p, 0) is 1 - p for a probability; it stops TensorFlow's graph optimiser from folding the
+    # constants into (1 + EPSILON) - p, which is 1 - p in float32 and gives log(0) at p = 1.
     loss = -(labels * tf.log(predictions + EPSILON)
-             + (1.0 - labels) * tf.log(1.0 - predictions + EPSILON))
+             + (1.0 - labels) * tf.log(tf.maximum(1.0 - predictions, 0.0) + EPSILON))
     return tf.reduce_mean(tf.reduce_sum(loss, axis=1))
 
 

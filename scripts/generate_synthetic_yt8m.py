@@ -36,7 +36,7 @@ Labels (what a video is annotated with)
   have evidence in the features but are not in `labels`), and each annotated label has, with
   probability `noisy_rate` = 0.05, no evidence at all. Both rates are assumptions, not measurements.
 
-Features (what a frame looks like), rgb and audio alike:
+Features (what a frame looks like), rgb and audio alike, in the quantized (for rgb: whitened PCA) space:
     frame_t = style + setting(main vertical) + sigma_noise * (sqrt(rho) * shot_{s(t)} + sqrt(1-rho) * white_t)
               + sum over topics l with evidence of  a_l * 1[t in a segment of l] * direction_l
 * style ~ N(0, sigma_style^2 I) per video: nuisance (channel, camera, recording conditions) shared by all
@@ -72,6 +72,9 @@ Features (what a frame looks like), rgb and audio alike:
 * Consequences, not tuned for: a model that sees every frame can average each segment's evidence;
   k frames spread over the video catch fewer evidence frames (a short segment can fall between them);
   the first k frames see a topic only if one of its segments covers the start.
+* rgb is produced the way YouTube-8M's is (pca_whitening_scale): PCA-space features with the real
+  eigenvalue spectrum (nuisance ∝ sqrt(eig_j) per component, class evidence isotropic), whitened, then
+  quantized; the terms above describe the whitened values. Audio has no PCA spectrum here.
 * Lengths: 1 frame per second; real videos are 120-500 s, so the length in seconds is log-normal
   (median 200 s, sd 0.45) for 92% of videos and uniform in [20, 120) s for 8% short ones, and the frames
   written are min(length, max_frames): at max_frames 300 the mean is ~194 and ~19% are capped.
@@ -98,7 +101,8 @@ import tensorflow as tf  # noqa: E402  (only tf.train protos and tf.io.TFRecordW
 
 import utils  # noqa: E402
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3                            # 3: rgb drawn in PCA space with the real spectrum
+EIGENVALS_PATH = os.path.join(ROOT, "yt8m_pca", "eigenvals.npy")
 SPLITS = ("train", "validate", "test")
 
 # Labels per video: the real 2018 histogram for 1..8 labels, then a geometric tail to 19 holding 1.4%.
@@ -122,6 +126,21 @@ LENGTH_MEDIAN_SECONDS, LENGTH_LOG_SD, SHORT_FRACTION = 200.0, 0.45, 0.08
 VOCABULARY_HEADER = ("Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,Vertical1,Vertical2,Vertical3,"
                      "WikiDescription")
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe", "gu", "hi", "ju", "be"]
+
+
+def pca_whitening_scale(rgb_size):
+  """Relative std of each rgb PCA component, sqrt(eig_j / mean eig) over the first rgb_size YouTube-8M
+  eigenvalues (the ones the models' reverse whitening uses), float32 [rgb_size].
+
+  YouTube-8M rgb is PCA-projected Inception features divided by sqrt(eig_j) (whitened), then
+  quantized. Here the nuisance (style, setting, noise) has that spectrum in PCA space, so it is
+  isotropic once whitened, and each class's evidence direction is isotropic in PCA space, so once
+  whitened it weighs the low-variance components by 1 / sqrt(eig_j). Reverse whitening
+  (x - 4/512) * (sqrt(eig_j) + 1e-4) undoes it: the spectrum in docs/DATA.md."""
+  eigenvals = np.load(EIGENVALS_PATH)[:rgb_size, 0].astype(np.float64)
+  if len(eigenvals) < rgb_size:
+    raise ValueError("rgb_size=%d: the YouTube-8M PCA has %d components" % (rgb_size, len(eigenvals)))
+  return np.sqrt(eigenvals / eigenvals.mean()).astype(np.float32)
 
 
 def _rng(*key):
@@ -151,12 +170,16 @@ class World(object):
     self.vertical_cdf = np.cumsum(self.vertical_mass) / self.vertical_mass.sum()
     self.visibility = np.exp(rng.normal(0.0, CLASS_VISIBILITY_SD, num_classes)).astype(np.float32)
     self.directions, self.vertical_directions = {}, {}
+    self.pca_scale = pca_whitening_scale(rgb_size)
     for name, size in (("rgb", rgb_size), ("audio", audio_size)):
       shared = rng.standard_normal((num_verticals, size), dtype=np.float32)
       own = rng.standard_normal((num_classes, size), dtype=np.float32)
       shared /= np.linalg.norm(shared, axis=1, keepdims=True)
       own /= np.linalg.norm(own, axis=1, keepdims=True)
       direction = np.sqrt(VERTICAL_SHARE) * shared[vertical] + np.sqrt(1 - VERTICAL_SHARE) * own
+      if name == "rgb":   # drawn in PCA space, stored whitened (see pca_whitening_scale)
+        direction, shared = direction / self.pca_scale, shared / self.pca_scale
+        shared /= np.linalg.norm(shared, axis=1, keepdims=True)
       self.directions[name] = direction / np.linalg.norm(direction, axis=1, keepdims=True)
       self.vertical_directions[name] = shared
     self.rgb_size, self.audio_size = rgb_size, audio_size
