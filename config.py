@@ -22,11 +22,13 @@ MODEL_FLAG_NAMES = (
     "max_frames", "k_frame", "frame_sampling", "video_level_classifier_model", "groups",
     "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate",
     "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss",
-    "weight_init", "batchnorm_decay", "bn_mask_padding", "gradient_clipping", "kd_regularization")
+    "weight_init", "batchnorm_decay", "bn_mask_padding", "gradient_clipping", "kd_regularization",
+    "kd_teacher_is_training")
 # Values the code had before a flag existed: a model_flags.json written then lacks the key and is
 # rebuilt (and resumed) the way it was trained.
 LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask_padding": True,
-                      "gradient_clipping": "global", "kd_regularization": True}
+                      "gradient_clipping": "global", "kd_regularization": True,
+                      "kd_teacher_is_training": False}
 
 
 def define_flag(define, name, *args, **kwargs):

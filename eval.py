@@ -25,7 +25,7 @@ import utils
 flags = tf.flags
 FLAGS = flags.FLAGS
 
-config.define_data_flags()
+config.define_model_flags()   # accepted as the starter's scripts pass them; checked against the run
 config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The train_dir to evaluate.")
 config.define_flag(flags.DEFINE_string, "eval_data_pattern", "", "Glob(s) of validation shards.")
 config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "Evaluate this checkpoint only (default: the latest).")
@@ -151,6 +151,7 @@ def main(argv):
   FLAGS.unparse_flags()
   FLAGS(argv)
   utils.setup_logging()
+  config.check_passed_flags(config.load_model_flags(FLAGS.train_dir), FLAGS, FLAGS.train_dir)
   return run(FLAGS)
 
 

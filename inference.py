@@ -4,10 +4,15 @@ videos of --input_data_pattern, from a train_dir's checkpoint or from an exporte
 The model reads its frames exactly as in training (a student: its k frames by its sampling), because
 the graph is rebuilt from train_dir/model_flags.json or was exported with its own input parsing.
 The CSV is written to a temporary file and renamed at the end: an interrupted run leaves no half file.
+As in the starter, --output_model_tgz packs the run (checkpoint + model_flags.json) and
+--input_model_tgz predicts from such a pack; model flags given on the command line (the seed's scripts
+pass them) must agree with the run's model_flags.json.
 """
 
+import io
 import os
 import sys
+import tarfile
 import time
 
 import tensorflow.compat.v1 as tf
@@ -21,8 +26,14 @@ from utils import InputError
 flags = tf.flags
 FLAGS = flags.FLAGS
 
-config.define_data_flags()
+config.define_model_flags()   # accepted as the starter's scripts pass them; checked against the run
 config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The run to predict with.")
+config.define_flag(flags.DEFINE_string, "output_model_tgz", "",
+                   "Also pack the checkpoint used and model_flags.json into this .tgz (the starter's).")
+config.define_flag(flags.DEFINE_string, "input_model_tgz", "",
+                   "Predict with a .tgz written by --output_model_tgz instead of --train_dir.")
+config.define_flag(flags.DEFINE_string, "untar_model_dir", "/tmp/yt8m-model/",
+                   "Where --input_model_tgz is unpacked.")
 config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "A checkpoint (default: the latest).")
 config.define_flag(flags.DEFINE_string, "saved_model_dir", "",
                    "Predict with this SavedModel (export_model.py) instead of a checkpoint.")
@@ -39,11 +50,50 @@ def format_row(video_id, class_indexes, scores):
   return "%s,%s\n" % (video_id, pairs)
 
 
-def _batches_from_checkpoint(opts, files):
+def write_model_tgz(path, checkpoint, train_dir):
+  """The starter's model archive: the checkpoint's files, a `checkpoint` index naming it, and
+  model_flags.json, at the archive's top level; written through a temporary file."""
+  tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(path)))
+  tmp = path + ".tmp"
+  prefix = os.path.basename(checkpoint)
+  index = ('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (prefix, prefix)).encode()
+  try:
+    with tarfile.open(tmp, "w:gz") as tar:
+      for name in tf.io.gfile.glob(checkpoint + ".*"):
+        tar.add(name, arcname=os.path.basename(name))
+      tar.add(os.path.join(train_dir, config.MODEL_FLAGS_FILE), arcname=config.MODEL_FLAGS_FILE)
+      info = tarfile.TarInfo("checkpoint")
+      info.size = len(index)
+      tar.addfile(info, io.BytesIO(index))
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  os.replace(tmp, path)
+  tf.logging.info("Wrote %s (%s and %s).", path, prefix, config.MODEL_FLAGS_FILE)
+
+
+def unpack_model_tgz(path, untar_dir):
+  """Unpacks a --output_model_tgz archive into untar_dir; returns untar_dir (a train_dir)."""
+  if not tf.io.gfile.exists(path):
+    raise InputError("--input_model_tgz=%s: no such file" % path)
+  try:
+    with tarfile.open(path, "r:gz") as tar:
+      names = tar.getnames()
+      if config.MODEL_FLAGS_FILE not in names or "checkpoint" not in names or \
+          any(os.path.basename(name) != name for name in names):
+        raise InputError("--input_model_tgz=%s: expected a flat archive holding model_flags.json, "
+                         "checkpoint and the checkpoint's files (inference.py --output_model_tgz), "
+                         "found %s" % (path, ", ".join(names[:6])))
+      tf.io.gfile.makedirs(untar_dir)
+      tar.extractall(untar_dir, filter="data")
+  except (tarfile.TarError, EOFError, OSError) as error:
+    raise InputError("--input_model_tgz=%s is not a readable .tgz (%s)" % (path, error))
+  return untar_dir
+
+
+def _batches_from_checkpoint(opts, files, model_flags, checkpoint):
   """Yields (video_ids, class_indexes, scores) per batch from a train_dir checkpoint."""
-  model_flags = config.load_model_flags(opts.train_dir)
-  checkpoint = model_utils.resolve_checkpoint(opts.checkpoint_file or opts.train_dir,
-                                              "--checkpoint_file" if opts.checkpoint_file else "--train_dir")
   graph = tf.Graph()
   with graph.as_default():
     parts = model_utils.build_evaluation_graph(model_flags, files, opts.batch_size, opts.num_readers)
@@ -88,8 +138,19 @@ def run(opts):
   files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
   if opts.saved_model_dir and not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
     raise InputError("--saved_model_dir=%s holds no saved_model.pb" % opts.saved_model_dir)
-  batches = (_batches_from_saved_model(opts, files) if opts.saved_model_dir
-             else _batches_from_checkpoint(opts, files))
+  if opts.saved_model_dir:
+    batches = _batches_from_saved_model(opts, files)
+  else:
+    train_dir = (unpack_model_tgz(opts.input_model_tgz, opts.untar_model_dir) if opts.input_model_tgz
+                 else opts.train_dir)
+    model_flags = config.load_model_flags(train_dir)
+    if isinstance(opts, flags.FlagValues):
+      config.check_passed_flags(model_flags, opts, train_dir)
+    checkpoint = model_utils.resolve_checkpoint(
+        opts.checkpoint_file or train_dir, "--checkpoint_file" if opts.checkpoint_file else "--train_dir")
+    if opts.output_model_tgz:
+      write_model_tgz(opts.output_model_tgz, checkpoint, train_dir)
+    batches = _batches_from_checkpoint(opts, files, model_flags, checkpoint)
   out_dir = os.path.dirname(os.path.abspath(opts.output_file))
   tf.io.gfile.makedirs(out_dir)
   tmp = opts.output_file + ".tmp"

@@ -63,6 +63,9 @@ config.define_flag(flags.DEFINE_float, "rep_weight", 0.08, "Weight of L_rep, a b
 config.define_flag(flags.DEFINE_string, "pred_loss", "mse", "L_pred: mse on probabilities (paper) or kl on soft targets.")
 config.define_flag(flags.DEFINE_float, "temperature", 1.0, "Temperature of --pred_loss=kl.")
 config.define_flag(flags.DEFINE_bool, "student_init_from_teacher", False, "Start the student from the teacher's weights.")
+config.define_flag(flags.DEFINE_bool, "kd_teacher_is_training", False,
+                   "Build the serial KD teacher in training mode like the seed (dropout, batch statistics, "
+                   "its moving statistics updated during KD); default: inference mode, bitwise frozen.")
 config.define_flag(flags.DEFINE_bool, "kd_regularization", False,
                    "Add the student's L2 penalty to the KD loss (the seed's KD loss has none).")
 
@@ -182,7 +185,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
       if kd:
         with tf.variable_scope("", custom_getter=None if parallel else _frozen_teacher_getter):
           teacher = model_utils.build_model(teacher_flags, splits["teacher_matrix"][i],
-                                            splits["teacher_num_frames"][i], is_training=parallel,
+                                            splits["teacher_num_frames"][i],
+                                            is_training=parallel or opts.kd_teacher_is_training,
                                             scope="teacher")
         sizes = [m["representation"].shape[-1] for m in (teacher, student)]
         if opts.rep_weight and sizes[0] != sizes[1]:
@@ -429,7 +433,8 @@ def prepare(opts):
     sess = session_manager.wait_for_session(target, config=session_config)
   if teacher_saver is not None:
     teacher_saver.restore(sess, teacher_checkpoint)
-    tf.logging.info("Teacher restored from %s (frozen, inference mode).", teacher_checkpoint)
+    tf.logging.info("Teacher restored from %s (frozen, %s mode).", teacher_checkpoint,
+                    "training" if opts.kd_teacher_is_training else "inference")
   return TrainingRun(sess=sess, graph=graph, opts=opts, fetch=fetch, saver=saver,
                      summary_op=summary_op, chief=chief, files=files, resumed_from=latest,
                      model_flags=model_flags, teacher_checkpoint=teacher_checkpoint, cluster=cluster)

@@ -77,16 +77,26 @@ def parse_args(argv=None):
                       "--nextvlad_hidden_size=128 --expansion=2 --gating_reduction=4 --drop_rate=0.3",
                       help="NeXtVLAD flags shared by teacher and students.")
   parser.add_argument("--learning_rate", type=float, default=0.002)
+  parser.add_argument("--extra_flags", default="",
+                      help="train.py flags appended to every run (teacher and students), e.g. one "
+                      "improvement of docs/FIDELITY.md: --extra_flags=--input_preprocessing=l2.")
+  parser.add_argument("--data_dir", default=None, help="Generated data folder (default OUT_DIR/data); "
+                      "studies with the same data settings can share it.")
   return parser.parse_args(argv)
 
 
 # -- what to train ------------------------------------------------------------------------------------------
-_KD = ["--model_type=kd", "--frame_sampling=uniform"]
+# KD students read uniform-k frames: docs/FIDELITY.md's ablation against the seed's strided positions.
+KD_SAMPLING = "uniform"
+_KD = ["--model_type=kd", "--frame_sampling=" + KD_SAMPLING]
 # (name, row label, flags) of every student the study can train at each k, in table order.
 STUDENTS = [
     ("uniform", "uniform-k student", ["--model_type=student", "--frame_sampling=uniform"]),
     ("random", "random-k student", ["--model_type=student", "--frame_sampling=random"]),
-    ("kd", "KD student (serial, L_rep+L_pred+L_CE)", _KD)] + [
+    ("kd", "KD student (serial, L_rep+L_pred+L_CE)", _KD),
+    ("strided", "strided-k student (the seed's positions)", ["--model_type=student", "--frame_sampling=strided"]),
+    ("kd_strided", "KD student, strided-k frames (the seed's)", ["--model_type=kd", "--frame_sampling=strided"]),
+    ("kd_l2", "KD student, with its L2 penalty in the loss", _KD + ["--kd_regularization"])] + [
     (m, "%s-k student" % m.replace("_", "-"), ["--model_type=student", "--frame_sampling=" + m])
     for m in ("first", "middle", "last", "first_middle_last")] + [
     ("kd_parallel", "KD student (parallel, all three)", _KD + ["--kd_mode=parallel"]),
@@ -117,7 +127,8 @@ def check_training_settings(args):
   """Runs are reused on a second invocation only if they were trained with the same settings."""
   path = os.path.join(args.out_dir, "study.json")
   wanted = {name: getattr(args, name) for name in ("teacher_steps", "student_steps", "eval_every_steps",
-                                                   "batch_size", "model_flags", "learning_rate")}
+                                                   "batch_size", "model_flags", "learning_rate",
+                                                   "extra_flags")}
   if os.path.exists(path):
     refuse_changes(wanted, json.load(open(path)), path)
   else:
@@ -125,7 +136,7 @@ def check_training_settings(args):
 
 
 def ensure_data(args):
-  data_dir = os.path.join(args.out_dir, "data")
+  data_dir = args.data_dir or os.path.join(args.out_dir, "data")
   stats_path = os.path.join(data_dir, "stats.json")
   wanted = {"num_train": args.num_train, "num_validate": args.num_validate, "num_classes": args.num_classes,
             "rgb_size": args.rgb_size, "audio_size": args.audio_size, "max_frames": args.max_frames,
@@ -156,7 +167,7 @@ def common_flags(args, data, seed):
            "--learning_rate_decay=0.8", "--learning_rate_decay_examples=%d" % (args.batch_size * 1000),
            "--num_epochs=0", "--export_model_steps=%d" % args.eval_every_steps,
            "--keep_checkpoint_max=1000", "--log_every_steps=100", "--num_readers=4",
-           "--seed=%d" % seed] + args.model_flags.split())
+           "--seed=%d" % seed] + args.model_flags.split() + args.extra_flags.split())
 
 
 def latest_step(train_dir):

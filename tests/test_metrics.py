@@ -52,8 +52,7 @@ def ref_metrics(predictions, labels, k=20, top_n=None, ties="stable"):
     ranked = sorted(range(num_class), key=lambda c: -row[c])
     n = sum(label_row)
     hits_at_one.append(label_row[ranked[0]])
-    if n:
-      perrs.append(sum(label_row[c] for c in ranked[:n]) / n)
+    perrs.append(sum(label_row[c] for c in ranked[:n]) / n if n else 0.0)   # the starter's: 0 unlabelled
     for c in ranked[:k]:
       pool.append((row[c], label_row[c]))
       per_class[c].append((row[c], label_row[c]))
@@ -69,7 +68,7 @@ def ref_metrics(predictions, labels, k=20, top_n=None, ties="stable"):
       aps.append(0.0)
   present = [ap for ap, p in zip(aps, positives) if p]
   return {"avg_hit_at_one": sum(hits_at_one) / videos,
-          "avg_perr": sum(perrs) / len(perrs) if perrs else 0.0,
+          "avg_perr": sum(perrs) / videos,
           "gap": gap, "aps": aps, "map": sum(present) / len(present) if present else 0.0}
 
 
@@ -351,9 +350,9 @@ def test_videos_without_labels():
   batch = metrics.accumulate(scores, labels, 0.5)
   result = metrics.get()
   assert batch["hit_at_one"] == result["avg_hit_at_one"] == 0.5   # unlabelled videos: misses
-  assert batch["perr"] == result["avg_perr"] == 0.75              # (1 + 1/2) / 2 labelled videos
+  assert batch["perr"] == result["avg_perr"] == 0.375   # (1 + 1/2 + 0 + 0) / 4: unlabelled count 0
   assert eval_util.calculate_hit_at_one(scores, labels) == 0.5
-  assert eval_util.calculate_precision_at_equal_recall_rate(scores, labels) == 0.75
+  assert eval_util.calculate_precision_at_equal_recall_rate(scores, labels) == 0.375
   empty = eval_util.EvaluationMetrics(3, 20)
   assert empty.accumulate(scores[2:], labels[2:], 0.0) == {"hit_at_one": 0.0, "perr": 0.0, "loss": 0.0}
   assert empty.get()["avg_perr"] == 0.0 and empty.get()["gap"] == 0.0 and empty.get()["map"] == 0.0

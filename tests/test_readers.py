@@ -15,9 +15,9 @@ from utils import InputError
 
 def reference_indices(n, k, method, max_frames):
   """Independent statement of the sampling rules (see readers.sample_frame_indices)."""
-  if method == "strided":
+  if method == "strided":   # the seed's 0:max_frames:max_frames//k, possibly more than k positions
     step = max(max_frames // k, 1)
-    return [p for p in range(0, step * k, step) if p < n]
+    return [p for p in range(0, max_frames, step) if p < n]
   if n <= k:
     return list(range(n))
   if method == "uniform":

@@ -1,0 +1,106 @@
+"""NumPy transcription of the seed's numerics (zhongzhh8's train.py/nextvlad.py, linrongc's NeXtVLAD, the
+starter's metrics), written from their formulas, batch-wise as the seed computes them, and keyed by the
+seed's own variable names (inside its `tower/` scope). Tests compare this code against it."""
+
+import numpy as np
+
+SEED_RGB_OFFSET = 4.0 / 512
+BN_EPSILON = 1e-3          # slim.batch_norm
+CE_EPSILON = 1e-8          # the starter's CrossEntropyLoss
+
+
+def whiten(batch, eigenvals, rgb_size):
+  """The seed's GetInputDataBatch: (x - [4/512]*rgb ++ [0]*audio) * ([sqrt(eig) + 1e-4]*rgb ++ [1]*audio),
+  on the whole zero-padded batch [B, 300, D]."""
+  offset = np.concatenate([np.full(rgb_size, SEED_RGB_OFFSET), np.zeros(batch.shape[-1] - rgb_size)])
+  scale = np.concatenate([np.sqrt(eigenvals[:rgb_size]) + 1e-4, np.ones(batch.shape[-1] - rgb_size)])
+  return (batch - offset) * scale
+
+
+def batch_norm(x, p, scope, training=False):
+  """slim.batch_norm, centre and scale: moving statistics in inference mode, the statistics of every
+  row of x (axis 0, padded frames included) in training mode."""
+  mean, variance = ((x.mean(axis=0), x.var(axis=0)) if training
+                    else (p[scope + "/moving_mean"], p[scope + "/moving_variance"]))
+  return (x - mean) / np.sqrt(variance + BN_EPSILON) * p[scope + "/gamma"] + p[scope + "/beta"]
+
+
+def sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def nextvlad(inputs, mask, p, scope, cluster_size, groups, expansion, training=False):
+  """NeXtVLAD.forward: inputs [B, M, N], mask [B, M] -> [B, (λN/G)·K] (no dropout inside)."""
+  batch, max_frames, feature_size = inputs.shape
+  expanded = inputs @ p[scope + "/fully_connected/weights"] + p[scope + "/fully_connected/biases"]
+  attention = sigmoid(expanded @ p[scope + "/fully_connected_1/weights"]
+                      + p[scope + "/fully_connected_1/biases"]) * mask[:, :, None]
+  attention = attention.reshape(batch, max_frames * groups, 1)
+  group_size = expansion * feature_size // groups
+  activation = expanded.reshape(-1, expansion * feature_size) @ p[scope + "/cluster_weights"]
+  activation = batch_norm(activation, p, scope + "/cluster_bn", training)
+  activation = activation.reshape(batch, max_frames * groups, cluster_size)
+  activation = np.exp(activation - activation.max(axis=-1, keepdims=True))
+  activation = activation / activation.sum(axis=-1, keepdims=True) * attention
+  a = activation.sum(axis=-2, keepdims=True) * p[scope + "/cluster_weights2"]       # [B, λN/G, K]
+  vlad = np.transpose(np.transpose(activation, (0, 2, 1))
+                      @ expanded.reshape(batch, max_frames * groups, group_size), (0, 2, 1)) - a
+  vlad = vlad / np.sqrt(np.maximum((vlad ** 2).sum(axis=1, keepdims=True), 1e-12))
+  return batch_norm(vlad.reshape(batch, cluster_size * group_size), p, scope + "/vlad_bn", training)
+
+
+def nextvlad_model(model_input, num_frames, p, rgb_size, cluster_size, groups, expansion,
+                   gating_reduction, training=False):
+  """NeXtVLADModel_teacher/_student.create_model with LogisticModel on top, without dropout (inference,
+  or drop_rate 0): (representation [B, H], logits [B, C]). model_input is already whitened; the mask
+  covers its M frames."""
+  mask = (np.arange(model_input.shape[1])[None, :] < num_frames[:, None]).astype(np.float64)
+  vlad = np.concatenate([
+      nextvlad(model_input[:, :, :rgb_size], mask, p, "video_VLAD", cluster_size, groups, expansion,
+               training),
+      nextvlad(model_input[:, :, rgb_size:], mask, p, "audio_VLAD", cluster_size // 2, groups // 2,
+               expansion, training)], axis=1)
+  activation = batch_norm(vlad @ p["hidden1_weights"], p, "hidden1_bn", training)
+  gates = np.maximum(batch_norm(activation @ p["gating_weights_1"], p, "gating_bn", training), 0.0)
+  activation = activation * sigmoid(gates @ p["gating_weights_2"])
+  logits = activation @ p["fully_connected/weights"] + p["fully_connected/biases"]
+  return activation, logits
+
+
+def kd_student_loss(labels, student_predictions, teacher_predictions, student_representation,
+                    teacher_representation):
+  """build_graph_student's final_loss for one tower: label_loss + 0.01 * pred_loss + 0.001 * rep_loss,
+  the label loss a batch mean, the other two reduce_sum over the tower batch; no L2 term."""
+  ce = -(labels * np.log(student_predictions + CE_EPSILON)
+         + (1 - labels) * np.log(1 - student_predictions + CE_EPSILON))
+  label_loss = ce.sum(axis=1).mean()
+  pred_loss = ((teacher_predictions - student_predictions) ** 2).sum()
+  rep_loss = ((teacher_representation - student_representation) ** 2).sum()
+  return label_loss + 0.01 * pred_loss + 0.001 * rep_loss
+
+
+def clip_gradient_norms(gradients, max_norm):
+  """utils.clip_gradient_norms: tf.clip_by_norm on each gradient separately."""
+  return [g * max_norm / max(np.sqrt((g ** 2).sum()), max_norm) for g in gradients]
+
+
+def precision_at_equal_recall_rate(predictions, actuals):
+  """The starter's PERR: per video, precision of its top-n (n = its label count); a video without
+  labels takes the whole row as its "top" and scores 0; mean over all videos."""
+  total = 0.0
+  for row in range(actuals.shape[0]):
+    num_labels = int(actuals[row].sum())
+    top = np.argpartition(predictions[row], -num_labels)[-num_labels:]
+    total += sum(actuals[row][i] for i in top if predictions[row][i] > 0) / top.size
+  return total / actuals.shape[0]
+
+
+def strided_positions(k, max_frames=300):
+  """The student's `model_input[:, 0:300:frame_step, :]` with frame_step = int(300 / k_frame)."""
+  return np.arange(max_frames)[0:max_frames:int(max_frames / k)]
+
+
+def slim_truncated_std(fan_in):
+  """Std of slim's variance_scaling_initializer() values: a normal of stddev sqrt(1.3 * 2 / fan_in)
+  truncated at 2 stddev keeps 0.8796 of its std."""
+  return np.sqrt(1.3 * 2.0 / fan_in) * 0.87962566
