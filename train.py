@@ -199,7 +199,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
       # The seed's KD loss has no L2 term for the student either (--kd_regularization adds it).
       student_penalty = not kd or opts.kd_regularization
       regularization = [r for r in tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES, name_scope)
-                        if (parallel if r.name.startswith(name_scope + "teacher/") else student_penalty)]
+                        if (parallel if kd and r.name.startswith(name_scope + "teacher/")
+                            else student_penalty)]
       if regularization:
         terms["regularization"] = tf.add_n(regularization)
         loss += opts.regularization_penalty * terms["regularization"]
