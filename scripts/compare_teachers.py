@@ -31,8 +31,9 @@ def parse_args(argv=None):
   parser.add_argument("--mix_flags", default="--mix_number=3 --cl_temperature=3 --cl_lambda=9",
                       help="MixNeXtVladModel flags of the mixture teacher (the final-submission script's).")
   run_study.add_run_arguments(parser)
-  parser.set_defaults(num_train=3000, num_validate=1000, teacher_steps=1000, student_steps=1000,
-                      eval_every_steps=500)
+  # Small enough for about 25 minutes on 2 shared CPU cores (docs/RESULTS.md).
+  parser.set_defaults(num_train=2000, num_validate=600, max_frames=150, teacher_steps=600,
+                      student_steps=600, eval_every_steps=600)
   return parser.parse_args(argv)
 
 
