@@ -23,12 +23,13 @@ MODEL_FLAG_NAMES = (
     "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate",
     "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss",
     "weight_init", "batchnorm_decay", "bn_mask_padding", "gradient_clipping", "kd_regularization",
-    "kd_teacher_is_training")
+    "kd_teacher_is_training", "mix_number", "cl_temperature", "cl_lambda")
 # Values the code had before a flag existed: a model_flags.json written then lacks the key and is
 # rebuilt (and resumed) the way it was trained.
 LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask_padding": True,
                       "gradient_clipping": "global", "kd_regularization": True,
-                      "kd_teacher_is_training": False}
+                      "kd_teacher_is_training": False, "mix_number": 3, "cl_temperature": 2.0,
+                      "cl_lambda": 1.0}
 
 
 def define_flag(define, name, *args, **kwargs):
@@ -85,6 +86,11 @@ def define_model_flags():
   define_flag(flags.DEFINE_bool, "bn_mask_padding", False,
                "Leave padded frames out of the NeXtVLAD assignment batch norm's statistics (the seed "
                "counts them).")
+  define_flag(flags.DEFINE_integer, "mix_number", 3, "MixNeXtVladModel: NeXtVLAD branches mixed.")
+  define_flag(flags.DEFINE_float, "cl_temperature", 2.0,
+              "MixNeXtVladModel: softmax temperature of the branches' collaborative-learning KL.")
+  define_flag(flags.DEFINE_float, "cl_lambda", 1.0,
+              "MixNeXtVladModel: weight of that KL term (a regularisation loss).")
   define_flag(flags.DEFINE_string, "label_loss", "CrossEntropyLoss", "Label loss class name.")
 
 

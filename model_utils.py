@@ -41,6 +41,13 @@ def label_loss(model_flags):
   return losses.get_loss(model_flags["label_loss"])
 
 
+def training_label_loss(loss_fn, outputs, labels):
+  """The label loss of a model's predictions plus that of each of its `aux_predictions` (a mixture's
+  branches, in training), which the seed's trainer adds to the label loss."""
+  return tf.add_n([loss_fn.calculate_loss(predictions, labels)
+                   for predictions in [outputs["predictions"]] + outputs.get("aux_predictions", [])])
+
+
 def scope_variables(scope):
   """All global variables of a model scope (weights and batch-norm moving statistics)."""
   return [v for v in tf.global_variables() if v.op.name.startswith(scope + "/")]
@@ -63,9 +70,10 @@ def train_dir_of(checkpoint_path):
   return os.path.dirname(checkpoint_path)
 
 
-def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_name):
-  """{name in checkpoint: variable} mapping `graph_scope/x` to `checkpoint_scope/x`; raises one
-  InputError listing every variable that is missing from the checkpoint or has another shape."""
+def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_name, rename=None):
+  """{name in checkpoint: variable} mapping `graph_scope/x` to `checkpoint_scope/x` (or to
+  `checkpoint_scope/rename(x)`); raises one InputError listing every variable that is missing from
+  the checkpoint or has another shape."""
   try:
     reader_shapes = dict(tf.train.list_variables(checkpoint_path))
   except (tf.errors.OpError, ValueError) as error:
@@ -73,7 +81,8 @@ def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_
                      % (flag_name, checkpoint_path, str(error).splitlines()[0][:200]))
   mapping, missing, mismatched = {}, [], []
   for var in variables:
-    name = checkpoint_scope + var.op.name[len(graph_scope):]
+    relative = var.op.name[len(graph_scope) + 1:]
+    name = checkpoint_scope + "/" + (rename(relative) if rename else relative)
     shape = var.shape.as_list()
     if name not in reader_shapes:
       missing.append(name)

@@ -19,7 +19,8 @@ def _registry():
   import frame_level_models
   import nextvlad
   import video_level_models
-  classes = (nextvlad.NeXtVLADModel, frame_level_models.FrameLevelLogisticModel,
+  classes = (nextvlad.NeXtVLADModel, nextvlad.MixNeXtVladModel,
+             frame_level_models.FrameLevelLogisticModel,
              video_level_models.LogisticModel, video_level_models.MoeModel)
   return {cls.__name__: cls for cls in classes}
 

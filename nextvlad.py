@@ -1,4 +1,5 @@
-"""NeXtVLAD (Lin, Xiao, Fan, 2018): the aggregation layer and the video classifier built on it.
+"""NeXtVLAD (Lin, Xiao, Fan, 2018): the aggregation layer, the video classifier built on it, and
+linrongc's mixture of such classifiers (MixNeXtVladModel, the seed's final-submission model).
 
 Layer, for frames x [B, M, N] with expansion λ, groups G, clusters K:
   ẋ = dense(x) [λN]; group attention α = sigmoid(dense(ẋ)) [G] · frame mask;
@@ -125,25 +126,29 @@ class NeXtVLADModel(models.BaseModel):
       raise InputError("--nextvlad_hidden_size=%d, --gating_reduction=%d: expected "
                        "1 <= gating_reduction <= hidden size" % (self.hidden_size, self.gating_reduction))
 
-  def create_model(self, model_input, num_frames, vocab_size, is_training, **unused_params):
-    """model_input [B, M, sum(feature_sizes)], num_frames [B] -> dict with `logits`,
-    `predictions` and `representation` (the gated hidden vector [B, H])."""
+  def _frames(self, model_input, num_frames):
+    """Preprocessed frames [B, M, D] and their mask [B, M]; InputError if D is not the features'."""
     depth = model_input.shape.as_list()[-1]
     if depth is not None and depth != sum(self.feature_sizes):
       raise InputError("frames have %d features per frame but --feature_sizes=%s add up to %d"
                        % (depth, ",".join(map(str, self.feature_sizes)), sum(self.feature_sizes)))
     frames = frame_level_models.preprocess(model_input, self.input_preprocessing,
                                            self.feature_sizes, self.eigenvals_path)
-    mask = frame_level_models.frame_mask(num_frames, frames)
-    branches, offset = [], 0
+    return frames, frame_level_models.frame_mask(num_frames, frames)
+
+  def branch(self, frames, mask, vocab_size, is_training):
+    """One NeXtVLAD classifier on preprocessed frames [B, M, D] with mask [B, M], in the caller's
+    variable scope: per-feature NeXtVLAD, concat, dropout, hidden + BN, context gating, classifier.
+    Returns the classifier's dict; its `representation` is the gated hidden vector [B, H]."""
+    vlads, offset = [], 0
     for scope, size, clusters, groups in self._branches():
       features = frames[:, :, offset:offset + size]
       features.set_shape([None, None, size])
-      branches.append(nextvlad_layer(features, mask, clusters, groups, self.expansion,
-                                     is_training, scope, self._batch_norm, self.bn_mask_padding,
-                                     self.centre_initializer))
+      vlads.append(nextvlad_layer(features, mask, clusters, groups, self.expansion,
+                                  is_training, scope, self._batch_norm, self.bn_mask_padding,
+                                  self.centre_initializer))
       offset += size
-    vlad = layers.dropout(tf.concat(branches, axis=1), self.drop_rate, is_training)
+    vlad = layers.dropout(tf.concat(vlads, axis=1), self.drop_rate, is_training)
     hidden = layers.dense(vlad, self.hidden_size, use_bias=False, scope="hidden")
     hidden = self._batch_norm(hidden, is_training, scope="hidden_bn")
     representation = context_gating(hidden, self.gating_reduction, is_training,
@@ -152,3 +157,66 @@ class NeXtVLADModel(models.BaseModel):
       output = self.classifier.create_model(representation, vocab_size, is_training=is_training)
     output["representation"] = representation
     return output
+
+  def create_model(self, model_input, num_frames, vocab_size, is_training, **unused_params):
+    """model_input [B, M, sum(feature_sizes)], num_frames [B] -> dict with `logits`,
+    `predictions` and `representation` (the gated hidden vector [B, H])."""
+    frames, mask = self._frames(model_input, num_frames)
+    return self.branch(frames, mask, vocab_size, is_training)
+
+
+class MixNeXtVladModel(NeXtVLADModel):
+  """linrongc's mixture of `mix_number` NeXtVLAD classifiers with on-the-fly distillation (the seed's
+  final-submission model); every other hyperparameter is NeXtVLADModel's, shared by the branches.
+
+  Mixture weights w = softmax(dense(BN(mean frame))) [B, mix_number] (the mean over all M input rows of
+  the preprocessed frames, padding included, as linrongc computes it); branch n is a full
+  NeXtVLADModel classifier with logits z_n; the mixture's logits are z = Σ_n w_n z_n and its
+  predictions sigmoid(z). Its `representation` (for L_rep) is Σ_n w_n h_n, the mixture-weighted sum of
+  the branches' gated hidden vectors [B, H].
+
+  In training, `aux_predictions` lists each branch's sigmoid(z_n) (the trainer adds their label
+  losses, as the seed does) and the collaborative-learning term
+      cl_lambda · mean_batch Σ_n KL(softmax(z / T) || softmax(z_n / T)),  T = cl_temperature,
+  (softmax and KL over classes, 1e-8 inside the logs) goes to REGULARIZATION_LOSSES, so that
+  --regularization_penalty scales it like the seed's `regularization_loss`; it is also returned as
+  `regularization_loss`.
+
+  Scopes (inside the caller's): mix_weights_bn/, mix_weights/, branch_<n>/ (each NeXtVLADModel's).
+  """
+
+  def __init__(self, mix_number=3, cl_temperature=2.0, cl_lambda=1.0, **hparams):
+    self.mix_number = int(mix_number)
+    self.cl_temperature = float(cl_temperature)
+    self.cl_lambda = float(cl_lambda)
+    if self.mix_number < 1 or self.cl_temperature <= 0:
+      raise InputError("--mix_number=%s, --cl_temperature=%s: expected at least one branch and a "
+                       "positive temperature" % (mix_number, cl_temperature))
+    super(MixNeXtVladModel, self).__init__(**hparams)
+
+  def create_model(self, model_input, num_frames, vocab_size, is_training, **unused_params):
+    frames, mask = self._frames(model_input, num_frames)
+    mean_frame = self._batch_norm(tf.reduce_mean(frames, axis=1), is_training, scope="mix_weights_bn")
+    weights = tf.nn.softmax(layers.dense(mean_frame, self.mix_number, scope="mix_weights"))
+    branches = []
+    for n in range(self.mix_number):
+      with tf.variable_scope("branch_%d" % n):
+        branches.append(self.branch(frames, mask, vocab_size, is_training))
+    branch_logits = tf.stack([b["logits"] for b in branches], axis=1)            # [B, n, C]
+    logits = tf.reduce_sum(weights[:, :, None] * branch_logits, axis=1)
+    representation = tf.reduce_sum(
+        weights[:, :, None] * tf.stack([b["representation"] for b in branches], axis=1), axis=1)
+    output = {"logits": logits, "predictions": tf.sigmoid(logits), "representation": representation}
+    if is_training:
+      output["aux_predictions"] = [b["predictions"] for b in branches]
+      output["regularization_loss"] = self.cl_lambda * tf.reduce_mean(tf.reduce_sum(
+          collaborative_kl(logits, branch_logits, self.cl_temperature), axis=1))
+      tf.add_to_collection(tf.GraphKeys.REGULARIZATION_LOSSES, output["regularization_loss"])
+    return output
+
+
+def collaborative_kl(logits, branch_logits, temperature, epsilon=1e-8):
+  """KL(softmax(logits / T) || softmax(branch_logits / T)) over classes: [B, C], [B, n, C] -> [B, n]."""
+  target = tf.nn.softmax(logits / temperature)[:, None, :]
+  branch = tf.nn.softmax(branch_logits / temperature)
+  return tf.reduce_sum(target * (tf.log(target + epsilon) - tf.log(branch + epsilon)), axis=2)

@@ -178,7 +178,7 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
       labels = splits["labels"][i]
       student = model_utils.build_model(model_flags, splits["video_matrix"][i],
                                         splits["num_frames"][i], is_training=True, scope=scope)
-      ce = label_loss.calculate_loss(student["predictions"], labels)
+      ce = model_utils.training_label_loss(label_loss, student, labels)
       terms = {"ce": ce}
       loss = ce
       teacher = None
@@ -197,7 +197,7 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
                                                   opts.pred_weight, opts.rep_weight,
                                                   opts.pred_loss, opts.temperature)
         if parallel:
-          terms["teacher_ce"] = label_loss.calculate_loss(teacher["predictions"], labels)
+          terms["teacher_ce"] = model_utils.training_label_loss(label_loss, teacher, labels)
           loss += terms["teacher_ce"]
       # A frozen teacher's penalty is a constant: it stays out of the student's loss and its summaries.
       # The seed's KD loss has no L2 term for the student either (--kd_regularization adds it).

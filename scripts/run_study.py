@@ -58,6 +58,13 @@ def parse_args(argv=None):
                       help="Comma-separated students to train at each k, from: %s (default uniform,random,kd; "
                       "grid all). uniform and kd are always needed: the cost table and plots use them."
                       % ",".join(STUDENT_NAMES))
+  add_run_arguments(parser)
+  return parser.parse_args(argv)
+
+
+def add_run_arguments(parser):
+  """The data, training and model options of every study on generated data (--out_dir, --ks and
+  --seeds are the study's own)."""
   # Data (generated): YT8M format at reduced feature sizes so that the study fits on 2 CPU cores.
   parser.add_argument("--num_train", type=int, default=6000)
   parser.add_argument("--num_validate", type=int, default=1500)
@@ -82,7 +89,6 @@ def parse_args(argv=None):
                       "improvement of docs/FIDELITY.md: --extra_flags=--input_preprocessing=l2.")
   parser.add_argument("--data_dir", default=None, help="Generated data folder (default OUT_DIR/data); "
                       "studies with the same data settings can share it.")
-  return parser.parse_args(argv)
 
 
 # -- what to train ------------------------------------------------------------------------------------------
@@ -306,16 +312,20 @@ def _save(fig, path):
   plt.close(fig)
 
 
-def main(argv=None):
-  args = parse_args(argv)
-  ks_text = args.ks or ("6,10,15,20,30" if args.grid else "6,30")
+def parse_ks(ks_text, max_frames):
   try:
     ks = [int(k) for k in ks_text.split(",")]
   except ValueError:
     ks = []
-  if not ks or not all(0 < k < args.max_frames for k in ks):
+  if not ks or not all(0 < k < max_frames for k in ks):
     raise InputError("--ks=%s: expected comma-separated frame counts between 1 and --max_frames-1 (%d)"
-                     % (ks_text, args.max_frames - 1))
+                     % (ks_text, max_frames - 1))
+  return ks
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  ks = parse_ks(args.ks or ("6,10,15,20,30" if args.grid else "6,30"), args.max_frames)
   seeds = list(range(args.seeds or (3 if args.grid else 1)))
   names = args.variants.split(",") if args.variants else STUDENT_NAMES if args.grid else DEFAULT_STUDENTS
   if set(names) - set(STUDENT_NAMES) or "uniform" not in names or "kd" not in names:

@@ -1,6 +1,7 @@
-"""NumPy transcription of the seed's numerics (zhongzhh8's train.py/nextvlad.py, linrongc's NeXtVLAD, the
-starter's metrics), written from their formulas, batch-wise as the seed computes them, and keyed by the
-seed's own variable names (inside its `tower/` scope). Tests compare this code against it."""
+"""NumPy transcription of the seed's numerics (zhongzhh8's train.py/nextvlad.py, linrongc's NeXtVLAD and
+MixNeXtVladModel, the starter's metrics), written from their formulas, batch-wise as the seed computes
+them, and keyed by the seed's own variable names (inside a prefix such as its `tower/` scope), with the
+list of those variables and shapes. Tests compare this code against it."""
 
 import numpy as np
 
@@ -50,21 +51,83 @@ def nextvlad(inputs, mask, p, scope, cluster_size, groups, expansion, training=F
 
 
 def nextvlad_model(model_input, num_frames, p, rgb_size, cluster_size, groups, expansion,
-                   gating_reduction, training=False):
-  """NeXtVLADModel_teacher/_student.create_model with LogisticModel on top, without dropout (inference,
-  or drop_rate 0): (representation [B, H], logits [B, C]). model_input is already whitened; the mask
-  covers its M frames."""
-  mask = (np.arange(model_input.shape[1])[None, :] < num_frames[:, None]).astype(np.float64)
+                   training=False, base="", vlad_scopes=("video_VLAD", "audio_VLAD")):
+  """NeXtVLADModel_teacher/_student.create_model (linrongc's nextvlad_model for one branch, whose scopes
+  are video_vlad/audio_vlad) with LogisticModel on top, without dropout (inference, or drop_rate 0):
+  (representation [B, H], logits [B, C]). Names are under `base`; model_input is already whitened; the
+  mask covers its M frames."""
+  mask = (np.arange(model_input.shape[1])[None, :] < np.asarray(num_frames)[:, None]).astype(np.float64)
   vlad = np.concatenate([
-      nextvlad(model_input[:, :, :rgb_size], mask, p, "video_VLAD", cluster_size, groups, expansion,
-               training),
-      nextvlad(model_input[:, :, rgb_size:], mask, p, "audio_VLAD", cluster_size // 2, groups // 2,
-               expansion, training)], axis=1)
-  activation = batch_norm(vlad @ p["hidden1_weights"], p, "hidden1_bn", training)
-  gates = np.maximum(batch_norm(activation @ p["gating_weights_1"], p, "gating_bn", training), 0.0)
-  activation = activation * sigmoid(gates @ p["gating_weights_2"])
-  logits = activation @ p["fully_connected/weights"] + p["fully_connected/biases"]
+      nextvlad(model_input[:, :, :rgb_size], mask, p, base + vlad_scopes[0], cluster_size, groups,
+               expansion, training),
+      nextvlad(model_input[:, :, rgb_size:], mask, p, base + vlad_scopes[1], cluster_size // 2,
+               groups // 2, expansion, training)], axis=1)
+  activation = batch_norm(vlad @ p[base + "hidden1_weights"], p, base + "hidden1_bn", training)
+  gates = np.maximum(batch_norm(activation @ p[base + "gating_weights_1"], p, base + "gating_bn",
+                                training), 0.0)
+  activation = activation * sigmoid(gates @ p[base + "gating_weights_2"])
+  logits = activation @ p[base + "fully_connected/weights"] + p[base + "fully_connected/biases"]
   return activation, logits
+
+
+def mix_nextvlad_model(model_input, num_frames, p, rgb_size, cluster_size, groups, expansion,
+                       mix_number, base=""):
+  """linrongc's MixNeXtVladModel in inference mode: (mixture weights [B, n], branch logits [B, n, C],
+  mixed logits, mixture-weighted gated hidden vectors: this code's representation)."""
+  mean = batch_norm(model_input.mean(axis=1), p, base + "mix_weights_bn")
+  weights = mean @ p[base + "mix_weights/weights"] + p[base + "mix_weights/biases"]
+  weights = np.exp(weights - weights.max(axis=-1, keepdims=True))
+  weights /= weights.sum(axis=-1, keepdims=True)
+  outputs = [nextvlad_model(model_input, num_frames, p, rgb_size, cluster_size, groups, expansion,
+                            base=base + "branch_%d/" % n, vlad_scopes=("video_vlad", "audio_vlad"))
+             for n in range(mix_number)]
+  hidden = np.stack([h for h, _ in outputs], axis=1)
+  logits = np.stack([z for _, z in outputs], axis=1)
+  return (weights, logits, np.sum(weights[:, :, None] * logits, axis=1),
+          np.sum(weights[:, :, None] * hidden, axis=1))
+
+
+def seed_variables(prefix, feature_sizes, groups, clusters, hidden, expansion, reduction, classes,
+                   mix_number=None):
+  """{name: shape} of the model variables the seed's NeXtVLADModel (mix_number None) or linrongc's
+  MixNeXtVladModel creates under `prefix`, with LogisticModel on top."""
+  def bn(scope, size):
+    return {"%s/%s" % (scope, v): [size] for v in ("beta", "gamma", "moving_mean", "moving_variance")}
+
+  def vlad(scope, size, k, g):
+    expanded = expansion * size
+    shapes = {scope + "/fully_connected/weights": [size, expanded],
+              scope + "/fully_connected/biases": [expanded],
+              scope + "/fully_connected_1/weights": [expanded, g],
+              scope + "/fully_connected_1/biases": [g],
+              scope + "/cluster_weights": [expanded, g * k],
+              scope + "/cluster_weights2": [1, expanded // g, k]}
+    shapes.update(bn(scope + "/cluster_bn", g * k))
+    shapes.update(bn(scope + "/vlad_bn", expanded // g * k))
+    return shapes
+
+  def model(base, vlad_scopes):
+    rgb, audio = feature_sizes
+    shapes = vlad(base + vlad_scopes[0], rgb, clusters, groups)
+    shapes.update(vlad(base + vlad_scopes[1], audio, clusters // 2, groups // 2))
+    vlad_size = expansion * rgb // groups * clusters + expansion * audio // (groups // 2) * (clusters // 2)
+    shapes[base + "hidden1_weights"] = [vlad_size, hidden]
+    shapes.update(bn(base + "hidden1_bn", hidden))
+    shapes[base + "gating_weights_1"] = [hidden, hidden // reduction]
+    shapes.update(bn(base + "gating_bn", hidden // reduction))
+    shapes[base + "gating_weights_2"] = [hidden // reduction, hidden]
+    shapes[base + "fully_connected/weights"] = [hidden, classes]
+    shapes[base + "fully_connected/biases"] = [classes]
+    return shapes
+
+  if mix_number is None:
+    return model(prefix, ("video_VLAD", "audio_VLAD"))
+  shapes = bn(prefix + "mix_weights_bn", sum(feature_sizes))
+  shapes[prefix + "mix_weights/weights"] = [sum(feature_sizes), mix_number]
+  shapes[prefix + "mix_weights/biases"] = [mix_number]
+  for n in range(mix_number):
+    shapes.update(model(prefix + "branch_%d/" % n, ("video_vlad", "audio_vlad")))
+  return shapes
 
 
 def kd_student_loss(labels, student_predictions, teacher_predictions, student_representation,

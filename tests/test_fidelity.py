@@ -1,14 +1,13 @@
 """Run with the seed's flags, this code computes what the seed computes: each formula against the NumPy
 transcription of the seed in seed_numpy.py (docs/FIDELITY.md lists every difference and its flag)."""
 
-import re
-
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 import eval_util
 import frame_level_models
+import import_checkpoint
 import kd_losses
 import layers
 import model_utils
@@ -22,24 +21,6 @@ SMALL = dict(model="NeXtVLADModel", model_type="teacher", num_classes=6, feature
              groups=4, nextvlad_cluster_size=4, nextvlad_hidden_size=16, expansion=2,
              gating_reduction=4, drop_rate=0.0, l2_penalty=1e-5, video_level_classifier_model="LogisticModel",
              input_preprocessing="whiten", eigenvals_path="", moe_num_mixtures=2)
-# This code's variable names (inside the model scope) -> the seed's (inside its `tower/` scope).
-SEED_NAMES = [(r"(\w+_VLAD)/expansion/", r"\1/fully_connected/"),
-              (r"(\w+_VLAD)/group_attention/", r"\1/fully_connected_1/"),
-              (r"(\w+_VLAD)/cluster_assignment/weights", r"\1/cluster_weights"),
-              (r"(\w+_VLAD)/assignment_bn/", r"\1/cluster_bn/"),
-              (r"(\w+_VLAD)/cluster_centres", r"\1/cluster_weights2"),
-              (r"^hidden/weights", "hidden1_weights"), (r"^hidden_bn/", "hidden1_bn/"),
-              (r"^gating/squeeze/weights", "gating_weights_1"), (r"^gating/squeeze_bn/", "gating_bn/"),
-              (r"^gating/excite/weights", "gating_weights_2"),
-              (r"^classifier/logistic/", "fully_connected/")]
-
-
-def seed_name(name):
-  for pattern, replacement in SEED_NAMES:
-    name = re.sub(pattern, replacement, name)
-  return name
-
-
 def _frames(rng, batch, max_frames, depth, valid):
   """Dequantized-looking frames with zero rows past each video's length (the readers' padding)."""
   frames = rng.uniform(-2, 2, (batch, max_frames, depth)).astype(np.float32)
@@ -60,7 +41,7 @@ def _forward(model_flags, frames, valid, is_training, rng):
         if var.op.name.endswith("moving_variance"):
           value = np.abs(value) + 0.5
         var.load(value, sess)
-        weights[seed_name(var.op.name.split("/", 1)[1])] = value.astype(np.float64)
+        weights[import_checkpoint.seed_name(var.op.name.split("/", 1)[1])] = value.astype(np.float64)
       return sess.run(outputs, {inputs: frames, num_frames: valid}), weights
 
 
@@ -87,7 +68,7 @@ def test_nextvlad_forward_matches_the_seed(is_training):
   eigenvals = frame_level_models.load_eigenvals("", 32).astype(np.float64)
   representation, logits = seed_numpy.nextvlad_model(
       seed_numpy.whiten(frames.astype(np.float64), eigenvals, 32), valid, weights, rgb_size=32,
-      cluster_size=4, groups=4, expansion=2, gating_reduction=4, training=is_training)
+      cluster_size=4, groups=4, expansion=2, training=is_training)
   np.testing.assert_allclose(got["representation"], representation, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got["predictions"], seed_numpy.sigmoid(logits), rtol=1e-5, atol=1e-6)

@@ -258,7 +258,7 @@ def test_video_level_models():
 
 def test_registries_reject_unknown_names():
   with pytest.raises(InputError, match="--model='Nope'.*FrameLevelLogisticModel, LogisticModel, "
-                                       "MoeModel, NeXtVLADModel"):
+                                       "MixNeXtVladModel, MoeModel, NeXtVLADModel"):
     models.get_model("Nope")
   with pytest.raises(InputError, match="--label_loss='Nope'.*CrossEntropyLoss, HingeLoss, SoftmaxLoss"):
     losses.get_loss("Nope")

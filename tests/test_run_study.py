@@ -81,3 +81,25 @@ def test_study_rejects_bad_arguments_in_one_line(tmp_path):
   done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run_study.py"), "--ks=six",
                          "--out_dir=" + str(tmp_path)], capture_output=True, text=True)
   assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --ks=six: expected")
+
+
+def test_compare_teachers_tables(tmp_path):
+  """scripts/compare_teachers.py: both teachers and their KD students per seed; the paired table is
+  the per-seed difference of the two students' final GAP."""
+  import compare_teachers
+  import json
+  tiny = [a for a in TINY if not a.startswith(("--ks", "--student_steps", "--teacher_steps"))]
+  compare_teachers.main(["--out_dir=" + str(tmp_path), "--seeds=2", "--ks=3", "--teacher_steps=4",
+                         "--student_steps=2", "--mix_flags=--mix_number=2 --cl_temperature=3"] + tiny)
+  results = read_csv(os.path.join(str(tmp_path), "results.csv"))
+  assert [row[0] for row in results[1:]] == [
+      "NeXtVLAD teacher (all frames)", "MixNeXtVLAD teacher (all frames)",
+      "KD student of the NeXtVLAD teacher", "KD student of the MixNeXtVLAD teacher"]
+  runs = os.path.join(str(tmp_path), "runs")
+  assert json.load(open(os.path.join(runs, "mix_teacher_seed1", "model_flags.json")))["mix_number"] == 2
+  gap = {name: [json.load(open(os.path.join(runs, "%s_seed%d" % (name, s), "eval", "metrics.json")))["gap"]
+                for s in (0, 1)] for name in ("kd_from_mix_k3", "kd_from_nextvlad_k3")}
+  paired = read_csv(os.path.join(str(tmp_path), "teachers_paired.csv"))
+  assert paired[1][0] == "k=3"
+  assert [float(d) for d in paired[1][1].split()] == pytest.approx(
+      [m - n for m, n in zip(gap["kd_from_mix_k3"], gap["kd_from_nextvlad_k3"])], abs=1e-4)
