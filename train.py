@@ -374,6 +374,12 @@ class TrainingRun(object):
   def __init__(self, **parts):
     self.__dict__.update(parts)
 
+  def close(self):
+    """Closes the session and releases the train_dir lock."""
+    self.sess.close()
+    if self.lock is not None:
+      self.lock.release()
+
 
 def prepare(opts):
   """Validates flags and files, builds the graph, opens the session. None for a parameter server
@@ -498,9 +504,7 @@ def train(opts):
   try:
     return train_loop(run)
   finally:
-    run.sess.close()
-    if run.lock is not None:
-      run.lock.release()
+    run.close()
 
 
 class Diverged(InputError):
@@ -542,7 +546,7 @@ def train_loop(run):
     if not sess.run(run.variables_finite):
       raise Diverged("training diverged: the update of global step %d made the model's variables "
                      "non-finite; nothing was saved (newest checkpoint: %s, the last finite one); "
-                     "lower --base_learning_rate or use --clip_gradient_norm" % (step, newest()))
+                     "lower --base_learning_rate or --clip_gradient_norm" % (step, newest()))
     saver.save(sess, checkpoint_path, global_step=step)
     tf.logging.info("Checkpoint %s-%d written.", checkpoint_path, step)
 
