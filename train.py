@@ -489,9 +489,10 @@ def _continue_from_parameter_servers(session_manager, target, session_config, gl
     sess = session_manager.wait_for_session(target, config=session_config, max_wait_secs=0)
   except tf.errors.DeadlineExceededError:
     return None, latest
-  state = "the parameter servers' live state at global step %d" % sess.run(global_step)
-  tf.logging.info("Variables already initialised on the parameter servers: continuing from %s%s.",
-                  state, " (%s not restored: older)" % latest if latest else "")
+  state = "the parameter servers' live state"
+  tf.logging.info("Variables already initialised on the parameter servers: continuing from %s at "
+                  "global step %d%s.", state, sess.run(global_step),
+                  " (%s not restored: older)" % latest if latest else "")
   return sess, state
 
 
