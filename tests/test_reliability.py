@@ -294,6 +294,25 @@ def test_second_trainer_refused_and_a_killed_ones_lock_taken_over(frame_data, tm
   assert not (train_dir / ".lock").exists(), "released at the end"
 
 
+def test_sigterm_stops_training_with_a_checkpoint_and_releases_the_lock(frame_data, tmp_path):
+  train_dir = tmp_path / "terminated"
+  log = tmp_path / "train.log"
+  with open(str(log), "w") as out:
+    trainer = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + train_args(
+        frame_data, train_dir, "--model_type=teacher", "--max_steps=100000", "--log_every_steps=1")[1:],
+        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+  deadline = time.time() + 120
+  while "step 3 |" not in log.read_text() and time.time() < deadline and trainer.poll() is None:
+    time.sleep(0.2)
+  trainer.terminate()
+  assert trainer.wait(timeout=60) == 0, log.read_text()[-3000:]
+  text = log.read_text()
+  assert re.search(r"Training stopped at global step (\d+) \(SIGTERM\)", text), text[-3000:]
+  step = int(re.search(r"Training stopped at global step (\d+)", text).group(1))
+  assert tf.train.latest_checkpoint(str(train_dir)).endswith("model.ckpt-%d" % step)
+  assert not (train_dir / ".lock").exists()
+
+
 # -- 6. outputs: no stale temporaries -------------------------------------------------------------------
 def test_inference_removes_a_killed_runs_temporary(small_run, frame_data, tmp_path):
   output = tmp_path / "sub.csv"
