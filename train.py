@@ -566,7 +566,7 @@ def train_loop(run):
       if bad:
         raise Diverged("training diverged: loss term %r is %s at global step %d; stopped without "
                        "saving (newest checkpoint: %s, the last finite one); lower "
-                       "--base_learning_rate or use --clip_gradient_norm" % (bad + (step, newest())))
+                       "--base_learning_rate or --clip_gradient_norm" % (bad + (step, newest())))
       empty = int(np.sum(values["num_frames"] == 0))
       if empty and not empty_videos:
         tf.logging.warning("The training data has videos with 0 frames (%d in the batch of global step "
