@@ -9,7 +9,9 @@ TF_CONFIG (ps / worker / chief) with asynchronous updates.
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -394,6 +396,8 @@ def prepare(opts):
   if task_type == "ps":
     server = tf.train.Server(cluster, job_name="ps", task_index=task_index)
     tf.logging.info("Parameter server %d serving.", task_index)
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)  # join() never returns to Python: SIGTERM ends it
     server.join()
     return None
   if opts.pred_loss not in kd_losses.PRED_LOSSES:
