@@ -15,6 +15,7 @@ flags = tf.flags
 FLAGS = flags.FLAGS
 
 MODEL_FLAGS_FILE = "model_flags.json"
+DEFAULT_K_FRAME = 300  # --k_frame's default; a teacher at this value reads all --max_frames frames
 MODEL_TYPES = ("teacher", "student", "kd")
 # Everything needed to rebuild a run's model and input; written at training start, checked on resume.
 MODEL_FLAG_NAMES = (
@@ -57,7 +58,7 @@ def define_model_flags():
                "teacher (all frames), student (k frames) or kd (student distilled from a teacher); "
                "case-insensitive.")
   define_flag(flags.DEFINE_string, "model", "NeXtVLADModel", "Model class name.")
-  define_flag(flags.DEFINE_integer, "k_frame", 300,
+  define_flag(flags.DEFINE_integer, "k_frame", DEFAULT_K_FRAME,
                "Frames a student reads (a teacher reads all unless k_frame < max_frames).")
   define_flag(flags.DEFINE_string, "frame_sampling", "strided",
                "How a student picks its k frames: strided (the seed's positions 0:max_frames:"

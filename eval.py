@@ -51,8 +51,9 @@ class Evaluator(object):
       parts = model_utils.build_evaluation_graph(self.model_flags, self.files, batch_size, num_readers)
       predictions, labels = parts["outputs"]["predictions"], parts["batch"]["labels"]
       loss = model_utils.label_loss(self.model_flags).calculate_loss(predictions, labels)
-      self.fetch = {"predictions": predictions, "labels": labels, "loss": loss}
-      self.iterator_init, self.saver = parts["iterator_init"], parts["saver"]
+      self.fetch = {"predictions": predictions, "labels": labels, "loss": loss,
+                    "video_ids": parts["batch"]["video_ids"], "num_frames": parts["batch"]["num_frames"]}
+      self.iterator_init, self.saver, self.reader = parts["iterator_init"], parts["saver"], parts["reader"]
       self.global_step = parts["global_step"]
     self.graph.finalize()
     self.sess = tf.Session(graph=self.graph)
@@ -63,20 +64,22 @@ class Evaluator(object):
     step = int(self.sess.run(self.global_step))
     self.sess.run(self.iterator_init)
     metrics = eval_util.EvaluationMetrics(self.model_flags["num_classes"], self.top_k)
-    start, batches, videos = time.time(), 0, 0
+    start, batches, videos, empty = time.time(), 0, 0, 0
     while True:
       try:
         values = self.sess.run(self.fetch)
       except tf.errors.OutOfRangeError:
         break
       except tf.errors.OpError as error:
-        explained = readers.explain_data_error(error, self.files)
+        explained = readers.explain_data_error(error, self.files, self.reader)
         if explained is None:
           raise
         raise explained
+      model_utils.check_finite_predictions(values["predictions"], values["video_ids"], checkpoint)
       metrics.accumulate(values["predictions"], values["labels"], values["loss"])
       batches += 1
       videos += len(values["labels"])
+      empty += int((values["num_frames"] == 0).sum())
       if batches % self.log_every_batches == 0:
         tf.logging.info("step %d: %d videos evaluated, %.0f videos/sec", step, videos,
                         videos / (time.time() - start))
@@ -86,7 +89,10 @@ class Evaluator(object):
                "gap": float(result["gap"]), "map": float(result["map"]),
                "hit_at_one": float(result["avg_hit_at_one"]), "perr": float(result["avg_perr"]),
                "loss": float(result["avg_loss"]), "checkpoint": checkpoint,
-               "videos_per_sec": videos / max(seconds, 1e-9)}
+               "videos_per_sec": videos / max(seconds, 1e-9), "videos_without_frames": empty}
+    if empty:
+      tf.logging.warning("%d of the %d videos have 0 frames: evaluated on the model's output for an "
+                         "input without frames.", empty, videos)
     tf.logging.info("step %d | %d videos | GAP %.4f | mAP %.4f | Hit@1 %.4f | PERR %.4f | loss %.4f | "
                     "%.0f videos/sec", step, summary["num_videos"], summary["gap"], summary["map"],
                     summary["hit_at_one"], summary["perr"], summary["loss"], summary["videos_per_sec"])
@@ -116,6 +122,10 @@ def checkpoint_step(path):
 
 def run(opts):
   """Evaluates once (--run_once / --checkpoint_file) or watches the train_dir for new checkpoints."""
+  for name in ("batch_size", "top_k", "num_readers", "log_every_batches"):
+    utils.check_flag(name, getattr(opts, name), getattr(opts, name) >= 1, "a positive integer")
+  for name in ("eval_interval_secs", "max_wait_secs"):
+    utils.check_flag(name, getattr(opts, name), getattr(opts, name) >= 0, "0 or more seconds")
   evaluator = Evaluator(opts.train_dir, opts.eval_data_pattern, opts.batch_size, opts.top_k,
                         opts.num_readers, opts.log_every_batches)
   if opts.checkpoint_file or opts.run_once:

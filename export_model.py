@@ -4,11 +4,12 @@ Signature `serving_default`: input `example_bytes` (serialized YouTube-8M record
 was trained on), outputs `video_id`, `class_indexes` and `predictions` (top --top_k, descending).
 The parsing, k-frame sampling and preprocessing are inside the graph, and every variable of the
 model's scope is saved, batch-norm moving statistics included (the starter saved trainable ones only,
-which breaks batch norm at serving time). A KD run exports its student alone.
+which breaks batch norm at serving time). A KD run exports its student alone. A checkpoint with a
+non-finite variable (a diverged run) is refused; a temporary folder left by a killed export is removed
+by the next one.
 """
 
 import os
-import shutil
 import sys
 
 import tensorflow.compat.v1 as tf
@@ -45,6 +46,7 @@ def build_serving_graph(model_flags, top_k):
 
 def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
   """Writes the SavedModel atomically (temporary folder, then rename); returns its path."""
+  utils.check_flag("top_k", top_k, top_k >= 1, "a positive integer")
   model_flags = config.load_model_flags(train_dir)
   checkpoint = model_utils.resolve_checkpoint(checkpoint_file or train_dir,
                                               "--checkpoint_file" if checkpoint_file else "--train_dir")
@@ -59,20 +61,23 @@ def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
     global_step = tf.train.get_or_create_global_step()
     variables = model_utils.scope_variables(config.role_scope(model_flags)) + [global_step]
     saver = tf.train.Saver(variables)
+    finite = {v.op.name: tf.reduce_all(tf.math.is_finite(v)) for v in variables
+              if v.dtype.base_dtype.is_floating}
     with tf.Session(graph=graph) as sess:
       saver.restore(sess, checkpoint)
-      tmp = export_dir.rstrip("/") + ".tmp"
-      if tf.io.gfile.exists(tmp):
-        shutil.rmtree(tmp)
-      builder = tf.saved_model.builder.SavedModelBuilder(tmp)
-      signature = tf.saved_model.signature_def_utils.predict_signature_def(inputs, outputs)
-      builder.add_meta_graph_and_variables(
-          sess, [tf.saved_model.tag_constants.SERVING],
-          signature_def_map={tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
-                             signature},
-          saver=tf.train.Saver(variables, sharded=True))
-      builder.save()
-  tf.io.gfile.rename(tmp, export_dir)
+      bad = sorted(name for name, ok in sess.run(finite).items() if not ok)
+      if bad:
+        raise InputError("%s holds non-finite values (%s): the run diverged; export an earlier "
+                         "checkpoint (--checkpoint_file)" % (checkpoint, ", ".join(bad[:3])))
+      with utils.atomic_output(export_dir, overwrite=False) as tmp:
+        builder = tf.saved_model.builder.SavedModelBuilder(tmp)
+        signature = tf.saved_model.signature_def_utils.predict_signature_def(inputs, outputs)
+        builder.add_meta_graph_and_variables(
+            sess, [tf.saved_model.tag_constants.SERVING],
+            signature_def_map={tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                               signature},
+            saver=tf.train.Saver(variables, sharded=True))
+        builder.save()
   tf.logging.info("Exported %s (%s, %d variables) to %s.", checkpoint, config.role_scope(model_flags),
                   len(variables), export_dir)
   return export_dir

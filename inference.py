@@ -3,7 +3,9 @@ videos of --input_data_pattern, from a train_dir's checkpoint or from an exporte
 
 The model reads its frames exactly as in training (a student: its k frames by its sampling), because
 the graph is rebuilt from train_dir/model_flags.json or was exported with its own input parsing.
-The CSV is written to a temporary file and renamed at the end: an interrupted run leaves no half file.
+The CSV is written to a temporary file and renamed at the end: an interrupted run (error, Ctrl-C,
+SIGTERM) leaves no half file, and a temporary left by a killed one (SIGKILL) is removed by the next run.
+Non-finite scores (a diverged checkpoint) stop the run with one line naming the checkpoint.
 As in the starter, --output_model_tgz packs the run (checkpoint + model_flags.json) and
 --input_model_tgz predicts from such a pack; model flags given on the command line (the seed's scripts
 pass them) must agree with the run's model_flags.json.
@@ -54,10 +56,9 @@ def write_model_tgz(path, checkpoint, train_dir):
   """The starter's model archive: the checkpoint's files, a `checkpoint` index naming it, and
   model_flags.json, at the archive's top level; written through a temporary file."""
   tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(path)))
-  tmp = path + ".tmp"
   prefix = os.path.basename(checkpoint)
   index = ('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (prefix, prefix)).encode()
-  try:
+  with utils.atomic_output(path) as tmp:
     with tarfile.open(tmp, "w:gz") as tar:
       for name in tf.io.gfile.glob(checkpoint + ".*"):
         tar.add(name, arcname=os.path.basename(name))
@@ -65,11 +66,6 @@ def write_model_tgz(path, checkpoint, train_dir):
       info = tarfile.TarInfo("checkpoint")
       info.size = len(index)
       tar.addfile(info, io.BytesIO(index))
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  os.replace(tmp, path)
   tf.logging.info("Wrote %s (%s and %s).", path, prefix, config.MODEL_FLAGS_FILE)
 
 
@@ -93,12 +89,13 @@ def unpack_model_tgz(path, untar_dir):
 
 
 def _batches_from_checkpoint(opts, files, model_flags, checkpoint):
-  """Yields (video_ids, class_indexes, scores) per batch from a train_dir checkpoint."""
+  """Yields (video_ids, class_indexes, scores, predictions) per batch from a train_dir checkpoint."""
   graph = tf.Graph()
   with graph.as_default():
     parts = model_utils.build_evaluation_graph(model_flags, files, opts.batch_size, opts.num_readers)
-    top = tf.nn.top_k(parts["outputs"]["predictions"], k=min(opts.top_k, model_flags["num_classes"]))
-    fetch = (parts["batch"]["video_ids"], top.indices, top.values)
+    predictions = parts["outputs"]["predictions"]
+    top = tf.nn.top_k(predictions, k=min(opts.top_k, model_flags["num_classes"]))
+    fetch = (parts["batch"]["video_ids"], top.indices, top.values, predictions)
   with tf.Session(graph=graph) as sess:
     parts["saver"].restore(sess, checkpoint)
     sess.run(parts["iterator_init"])
@@ -109,10 +106,15 @@ def _batches_from_checkpoint(opts, files, model_flags, checkpoint):
         yield sess.run(fetch)
       except tf.errors.OutOfRangeError:
         return
+      except tf.errors.OpError as error:
+        explained = readers.explain_data_error(error, files, parts["reader"])
+        if explained is None:
+          raise
+        raise explained
 
 
 def _batches_from_saved_model(opts, files):
-  """Yields (video_ids, class_indexes, scores) per batch from an exported SavedModel."""
+  """Yields (video_ids, class_indexes, scores, scores) per batch from an exported SavedModel."""
   graph = tf.Graph()
   with graph.as_default():
     records = tf.data.make_one_shot_iterator(
@@ -125,53 +127,50 @@ def _batches_from_saved_model(opts, files):
     while True:
       try:
         batch = sess.run(records)
+        video_ids, class_indexes, scores = sess.run(outputs, {inputs: batch})
       except tf.errors.OutOfRangeError:
         return
-      yield sess.run(outputs, {inputs: batch})
+      except tf.errors.OpError as error:
+        explained = readers.explain_data_error(error, files)
+        if explained is None:
+          raise
+        raise explained
+      yield video_ids, class_indexes, scores, scores
 
 
 def run(opts):
   if not opts.output_file:
     raise InputError("--output_file is empty: expected the path of the CSV to write")
-  if opts.top_k <= 0:
-    raise InputError("--top_k=%d: expected a positive number of classes" % opts.top_k)
+  for name in ("top_k", "batch_size", "num_readers"):
+    utils.check_flag(name, getattr(opts, name), getattr(opts, name) >= 1, "a positive integer")
   files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
-  if opts.saved_model_dir and not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
-    raise InputError("--saved_model_dir=%s holds no saved_model.pb" % opts.saved_model_dir)
   if opts.saved_model_dir:
-    batches = _batches_from_saved_model(opts, files)
+    if not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
+      raise InputError("--saved_model_dir=%s holds no saved_model.pb" % opts.saved_model_dir)
+    source, batches = opts.saved_model_dir, _batches_from_saved_model(opts, files)
   else:
     train_dir = (unpack_model_tgz(opts.input_model_tgz, opts.untar_model_dir) if opts.input_model_tgz
                  else opts.train_dir)
     model_flags = config.load_model_flags(train_dir)
     if isinstance(opts, flags.FlagValues):
       config.check_passed_flags(model_flags, opts, train_dir)
-    checkpoint = model_utils.resolve_checkpoint(
+    source = model_utils.resolve_checkpoint(
         opts.checkpoint_file or train_dir, "--checkpoint_file" if opts.checkpoint_file else "--train_dir")
     if opts.output_model_tgz:
-      write_model_tgz(opts.output_model_tgz, checkpoint, train_dir)
-    batches = _batches_from_checkpoint(opts, files, model_flags, checkpoint)
-  out_dir = os.path.dirname(os.path.abspath(opts.output_file))
-  tf.io.gfile.makedirs(out_dir)
-  tmp = opts.output_file + ".tmp"
+      write_model_tgz(opts.output_model_tgz, source, train_dir)
+    batches = _batches_from_checkpoint(opts, files, model_flags, source)
+  tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(opts.output_file)))
   start, count = time.time(), 0
-  try:
+  with utils.atomic_output(opts.output_file) as tmp:
     with tf.io.gfile.GFile(tmp, "w") as out:
       out.write("VideoId,LabelConfidencePairs\n")
-      for video_ids, class_indexes, scores in batches:
+      for video_ids, class_indexes, scores, predictions in batches:
+        model_utils.check_finite_predictions(predictions, video_ids, source)
         for row in range(len(video_ids)):
           k = min(opts.top_k, len(class_indexes[row]))
           out.write(format_row(video_ids[row], class_indexes[row][:k], scores[row][:k]))
         count += len(video_ids)
         tf.logging.info("%d videos predicted, %.0f videos/sec", count, count / (time.time() - start))
-  except BaseException as error:  # nothing half-written is left behind, whatever stopped the run
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-    explained = readers.explain_data_error(error, files) if isinstance(error, tf.errors.OpError) else None
-    if explained is None:
-      raise
-    raise explained
-  tf.io.gfile.rename(tmp, opts.output_file, overwrite=True)
   tf.logging.info("Wrote %d videos to %s.", count, opts.output_file)
   return count
 

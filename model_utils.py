@@ -6,6 +6,7 @@ scope, the frames (k and sampling) and the architecture it was trained with.
 
 import os
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 import config
@@ -66,6 +67,18 @@ def resolve_checkpoint(path, flag_name):
   return path
 
 
+def check_finite_predictions(predictions, video_ids, source):
+  """InputError naming the checkpoint or SavedModel (`source`) if a prediction is NaN or infinite: a
+  diverged model, whose scores would be meaningless."""
+  bad = ~np.isfinite(np.asarray(predictions)).all(axis=-1)
+  if bad.any():
+    video = video_ids[int(np.argmax(bad))]
+    raise InputError("%s gives non-finite predictions (%d of %d videos in a batch, first %s): the model "
+                     "diverged; use an earlier checkpoint (--checkpoint_file)"
+                     % (source, int(bad.sum()), len(bad),
+                        video.decode("utf-8", "replace") if isinstance(video, bytes) else video))
+
+
 def train_dir_of(checkpoint_path):
   return os.path.dirname(checkpoint_path)
 
@@ -102,11 +115,11 @@ def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_
 def build_evaluation_graph(model_flags, files, batch_size, num_readers=4):
   """Input pass (deterministic, every video once) + the run's model in inference mode + a Saver for
   its scope. Call inside a fresh graph; returns a dict with `batch`, `iterator_init`, `outputs`,
-  `saver` and `global_step`."""
+  `saver`, `global_step` and `reader`."""
   global_step = tf.train.get_or_create_global_step()
-  batch, iterator_init = make_reader(model_flags).input_batch(files, batch_size, training=False,
-                                                              num_readers=num_readers)
+  reader = make_reader(model_flags)
+  batch, iterator_init = reader.input_batch(files, batch_size, training=False, num_readers=num_readers)
   outputs = build_model(model_flags, batch["video_matrix"], batch["num_frames"], is_training=False)
   saver = tf.train.Saver(scope_variables(config.role_scope(model_flags)) + [global_step])
   return {"batch": batch, "iterator_init": iterator_init, "outputs": outputs, "saver": saver,
-          "global_step": global_step}
+          "global_step": global_step, "reader": reader}

@@ -13,9 +13,11 @@ are never decoded or dequantized (see `sample_frame_indices` and bench/bench_rea
 """
 
 import os
+import re
 import struct
 
 import tensorflow.compat.v1 as tf
+from google.protobuf import message as message_lib
 
 import utils
 from utils import InputError
@@ -107,8 +109,18 @@ def check_tfrecord_framing(path):
   """Walks the record headers of a local TFRecord file (seeks only) and raises InputError if it is
   truncated or not a TFRecord file. Returns (number of records, first record's bytes or None).
   Content CRCs are checked by TF while reading; `explain_data_error` names the file if one fails."""
-  if "://" in path:  # Remote file systems: only the first record.
-    return None, next(iter(tf.io.tf_record_iterator(path)), None)
+  if tf.io.gfile.isdir(path):
+    raise InputError("%s is a folder: expected TFRecord files only (narrow the data pattern)" % path)
+  try:
+    if "://" in path:  # Remote file systems: only the first record.
+      return None, next(iter(tf.io.tf_record_iterator(path)), None)
+    return _walk_tfrecord(path)
+  except (OSError, tf.errors.PermissionDeniedError, tf.errors.NotFoundError) as error:
+    raise InputError("%s cannot be read (%s): expected a readable TFRecord file"
+                     % (path, getattr(error, "strerror", None) or str(error).splitlines()[0][:200]))
+
+
+def _walk_tfrecord(path):
   size = os.path.getsize(path)
   offset, count, first = 0, 0, None
   with open(path, "rb") as f:
@@ -156,14 +168,29 @@ class _BaseReader(object):
                        % (", ".join(files[:3]) + (" ..." if len(files) > 3 else ""),
                           "the file holds" if len(files) == 1 else "the files hold"))
 
-  def _check_labels(self, path, features):
+  def _check_labels(self, where, features):
     if "labels" in features:
       labels = list(features["labels"].int64_list.value)
       bad = [label for label in labels if label < 0 or label >= self.num_classes]
       if bad:
         raise InputError("%s: label id %d is outside [0, %d): expected --num_classes > %d "
                          "(YouTube-8M 2018 has 3862 classes, 2017 has 4716)"
-                         % (path, bad[0], self.num_classes, max(bad)))
+                         % (where, bad[0], self.num_classes, max(bad)))
+
+  def find_bad_record(self, path):
+    """Reads `path` record by record (slow: only to explain an error) and returns an InputError naming
+    the first record the Python checks refuse (file, video id, what was expected), or None."""
+    for number, record in enumerate(tf.io.tf_record_iterator(path)):
+      try:
+        self._check_record(path, record)
+      except InputError as error:
+        return error
+      except message_lib.DecodeError:
+        return InputError("%s: record %d cannot be parsed as a %s (expected YouTube-8M %s-level "
+                          "records; --frame_features)" % (path, number, "SequenceExample"
+                                                          if self.frame_level else "Example",
+                                                          "frame" if self.frame_level else "video"))
+    return None
 
   # -- dataset ---------------------------------------------------------------------------------------
   def dataset(self, files, batch_size, training, num_readers=8, num_epochs=None, shuffle_buffer=2048,
@@ -203,10 +230,11 @@ class _BaseReader(object):
   def _ids_and_labels(self, filename, context):
     video_id = tf.where(tf.equal(context["id"], ""), context["video_id"], context["id"])
     label_ids = context["labels"].values
-    check = tf.debugging.assert_less(
-        label_ids, tf.cast(self.num_classes, tf.int64),
-        message="%s label id >= num_classes=%d (expected --num_classes larger than every label id) in"
-        % (ERROR_MARKER, self.num_classes), data=[filename, video_id, label_ids], summarize=30)
+    check = tf.debugging.Assert(
+        tf.reduce_all((label_ids >= 0) & (label_ids < self.num_classes)),
+        ["%s label id outside [0, num_classes=%d) (expected ids 0..%d; a larger --num_classes if "
+         "the data has more classes) in" % (ERROR_MARKER, self.num_classes, self.num_classes - 1),
+         filename, video_id, label_ids], summarize=30)
     with tf.control_dependencies([check]):
       one_hot = tf.one_hot(label_ids, self.num_classes, dtype=tf.float32)
     labels = tf.minimum(tf.reduce_sum(one_hot, axis=0), 1.0)  # no ids (test split): all zeros
@@ -235,17 +263,20 @@ class YT8MFrameFeatureReader(_BaseReader):
 
   def _check_record(self, path, record):
     example = tf.train.SequenceExample.FromString(record)
+    where = "%s (video %s)" % (path, _video_id(example.context.feature))
     lists = example.feature_lists.feature_list
     for name, size in zip(self.feature_names, self.feature_sizes):
       if name not in lists:
-        raise InputError("%s: frame feature %r not found (--feature_names); the records have %s"
-                         % (path, name, sorted(lists.keys()) or "no frame features (video-level "
+        raise InputError("%s: frame feature %r not found (--feature_names); the record has %s"
+                         % (where, name, sorted(lists.keys()) or "no frame features (video-level "
                             "data? use --frame_features=False)"))
-      frames = lists[name].feature
-      if frames and len(frames[0].bytes_list.value[0]) != size:
-        raise InputError("%s: frame feature %r has %d bytes per frame, expected %d (--feature_sizes)"
-                         % (path, name, len(frames[0].bytes_list.value[0]), size))
-    self._check_labels(path, example.context.feature)
+      for number, frame in enumerate(lists[name].feature):
+        found = frame.bytes_list.value[0] if len(frame.bytes_list.value) == 1 else None
+        if found is None or len(found) != size:
+          raise InputError("%s: frame feature %r has %s per frame, expected %d (--feature_sizes; "
+                           "frame %d)" % (where, name, "no single byte string" if found is None
+                                          else "%d bytes" % len(found), size, number))
+    self._check_labels(where, example.context.feature)
 
   def _frames(self, filename, video_id, frame_strings, size, name, indices, count, length):
     """Gathers the chosen frames' bytes, then decodes and dequantizes only those: [len(indices), size]."""
@@ -274,7 +305,7 @@ class YT8MFrameFeatureReader(_BaseReader):
   def parse_record(self, filename, serialized, training=False):
     """One video; outside training, random-k frames are a fixed function of the video id."""
     context, sequence = tf.io.parse_single_sequence_example(
-        serialized, context_features=self._context_features(),
+        serialized, example_name=filename, context_features=self._context_features(),
         sequence_features={name: tf.io.FixedLenSequenceFeature([], tf.string)
                            for name in self.feature_names})
     video_id, labels = self._ids_and_labels(filename, context)
@@ -301,29 +332,52 @@ class YT8MAggregatedFeatureReader(_BaseReader):
 
   def _check_record(self, path, record):
     features = tf.train.Example.FromString(record).features.feature
+    where = "%s (video %s)" % (path, _video_id(features))
     for name, size in zip(self.feature_names, self.feature_sizes):
       if name not in features:
-        raise InputError("%s: video feature %r not found (--feature_names); the records have %s"
-                         % (path, name, sorted(k for k in features if k not in ("id", "video_id", "labels"))))
-      found = len(features[name].float_list.value)
-      if found != size:
+        raise InputError("%s: video feature %r not found (--feature_names); the record has %s"
+                         % (where, name, sorted(k for k in features if k not in ("id", "video_id", "labels"))))
+      values = features[name].float_list.value
+      if len(values) != size:
         raise InputError("%s: video feature %r has %d values, expected %d (--feature_sizes)"
-                         % (path, name, found, size))
-    self._check_labels(path, features)
+                         % (where, name, len(values), size))
+    self._check_labels(where, features)
 
   def parse_record(self, filename, serialized, training=False):
     spec = self._context_features()
     for name, size in zip(self.feature_names, self.feature_sizes):
       spec[name] = tf.io.FixedLenFeature([size], tf.float32)
-    features = tf.io.parse_single_example(serialized, spec)
+    features = tf.io.parse_single_example(serialized, spec, example_names=filename)
     video_id, labels = self._ids_and_labels(filename, features)
     matrix = tf.concat([features[name] for name in self.feature_names], axis=0)
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(matrix)),
+        ["%s video features that are not finite numbers (NaN or infinity; expected finite %s) in"
+         % (ERROR_MARKER, ", ".join(self.feature_names)), filename, video_id], summarize=3)
+    with tf.control_dependencies([check]):
+      matrix = tf.identity(matrix)
     return {"video_ids": video_id, "video_matrix": matrix, "num_frames": tf.constant(1, tf.int32),
             "labels": labels}
 
 
-def explain_data_error(error, files):
-  """Turns a TF error raised while reading into an InputError naming the file and what was expected."""
+def _video_id(features):
+  for key in ("id", "video_id"):
+    if key in features and features[key].bytes_list.value:
+      return features[key].bytes_list.value[0].decode("utf-8", "replace")
+  return "?"
+
+
+def _detail(message):
+  """The informative line of a TF error message (not "Graph execution error:", not the node)."""
+  lines = [line.strip() for line in message.splitlines()
+           if line.strip() and not line.strip().startswith("[[") and "Graph execution error" not in line]
+  return (lines[0] if lines else message.strip())[:300]
+
+
+def explain_data_error(error, files, reader=None):
+  """Turns a TF error raised while reading into an InputError naming the file, the video and what was
+  expected (with `reader`, a record TF cannot parse is found by reading its file again); None if the
+  error is not about the input data."""
   message = getattr(error, "message", str(error))
   if ERROR_MARKER in message:
     # Assertion text is "<marker> <what was expected> in] [<file>] [<video id>] [<values>...".
@@ -341,11 +395,16 @@ def explain_data_error(error, files):
       except tf.errors.DataLossError as e:
         return InputError("%s is corrupt (%s): expected an intact TFRecord file"
                           % (path, e.message.splitlines()[0][:200]))
-    return InputError("corrupt input record: %s" % message.splitlines()[0][:300])
+    return InputError("corrupt input record: %s" % _detail(message))
   if isinstance(error, tf.errors.InvalidArgumentError) and ("parse" in message.lower()
                                                             or "Feature" in message):
-    return InputError("cannot parse an input record (check --feature_names/--feature_sizes/"
-                      "--frame_features): %s" % message.splitlines()[0][:300])
+    named = re.search(r"Name: (.+?), |example id: (\S+)", message)
+    path = next((name for name in named.groups() if name in files), None) if named else None
+    found = reader.find_bad_record(path) if reader is not None and path else None
+    if found is not None:
+      return found
+    return InputError("%scannot parse an input record (check --feature_names/--feature_sizes/"
+                      "--frame_features): %s" % (path + ": " if path else "", _detail(message)))
   return None
 
 

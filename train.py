@@ -9,9 +9,12 @@ TF_CONFIG (ps / worker / chief) with asynchronous updates.
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 import config
@@ -278,7 +281,7 @@ def _input_batch(opts, model_flags, teacher_flags, num_towers):
     else:
       raise InputError("the teacher reads %s frames by %s sampling; a KD teacher must read all frames "
                        "or the student's frames" % (teacher_flags["k_frame"], teacher_flags["frame_sampling"]))
-  return batch, init, files
+  return batch, init, files, reader
 
 
 KD_TEACHER_FILE = "kd_teacher.json"
@@ -307,16 +310,23 @@ def _check_train_dir(opts, chief):
   return latest
 
 
+def _batch_metrics(predictions, labels):
+  """Hit@1 and GAP of a training batch; NaN (never an exception) where a prediction is not finite."""
+  if not np.isfinite(predictions).all():
+    return float("nan"), float("nan")
+  return (eval_util.calculate_hit_at_one(predictions, labels),
+          eval_util.calculate_gap(predictions, labels))
+
+
 def _log_and_summarize(values, step, opts, writer, examples_per_sec, eta):
   losses = values["losses"]
-  hit = eval_util.calculate_hit_at_one(values["predictions"], values["labels"])
-  gap = eval_util.calculate_gap(values["predictions"], values["labels"])
+  hit, gap = _batch_metrics(values["predictions"], values["labels"])
   parts = ["step %d" % step] + ["%s %.4g" % (k, v) for k, v in sorted(losses.items())]
   parts += ["GAP %.3f" % gap, "Hit@1 %.3f" % hit]
   summaries = [utils.scalar_summary("train/gap", gap), utils.scalar_summary("train/hit_at_one", hit),
                utils.scalar_summary("global_step/examples_per_sec", examples_per_sec)]
   if "teacher_predictions" in values:
-    teacher_gap = eval_util.calculate_gap(values["teacher_predictions"], values["labels"])
+    teacher_gap = _batch_metrics(values["teacher_predictions"], values["labels"])[1]
     parts.append("teacher GAP %.3f" % teacher_gap)
     summaries.append(utils.scalar_summary("train/teacher_gap", teacher_gap))
   parts.append("%.1f examples/sec" % examples_per_sec)
@@ -346,11 +356,61 @@ def teacher_savers(teacher_checkpoint, teacher_flags, init_student):
   return teacher_saver, init_fn
 
 
+def check_flags(opts, model_flags):
+  """Every numeric flag in its meaningful range, before anything is built or written (InputError)."""
+  check = utils.check_flag
+  positive_ints = ("batch_size", "num_readers", "export_model_steps", "log_every_steps",
+                   "summary_every_steps", "shuffle_buffer")
+  for name in positive_ints:
+    check(name, getattr(opts, name), getattr(opts, name) >= 1, "a positive integer")
+  for name in ("num_epochs", "max_steps", "keep_checkpoint_max", "num_gpu"):
+    check(name, getattr(opts, name), getattr(opts, name) >= 0, "0 (no limit / none) or more")
+  check("num_classes", model_flags["num_classes"], model_flags["num_classes"] >= 1, "a positive integer")
+  check("max_frames", model_flags["max_frames"], model_flags["max_frames"] >= 1, "a positive integer")
+  k, max_frames = model_flags["k_frame"], model_flags["max_frames"]
+  if model_flags["frame_features"] and k > max_frames and not (
+      model_flags["model_type"] == "teacher" and k == config.DEFAULT_K_FRAME):
+    check("k_frame", k, False, "at most --max_frames=%d (the frames kept per video); a teacher reads "
+          "all of them by default" % max_frames)
+  check("base_learning_rate", opts.base_learning_rate, opts.base_learning_rate > 0, "a positive rate")
+  check("learning_rate_decay", opts.learning_rate_decay, 0 < opts.learning_rate_decay <= 1,
+        "a factor in (0, 1]")
+  check("learning_rate_decay_examples", opts.learning_rate_decay_examples,
+        opts.learning_rate_decay_examples > 0, "a positive number of examples")
+  for name in ("clip_gradient_norm", "regularization_penalty", "ce_weight", "pred_weight",
+               "rep_weight"):
+    check(name, getattr(opts, name), getattr(opts, name) >= 0, "0 (off) or a positive number")
+  check("l2_penalty", model_flags["l2_penalty"], model_flags["l2_penalty"] >= 0, "0 or more")
+  check("drop_rate", model_flags["drop_rate"], 0 <= model_flags["drop_rate"] < 1, "a rate in [0, 1)")
+  for name in ("groups", "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion",
+               "gating_reduction", "moe_num_mixtures"):
+    check(name, model_flags[name], model_flags[name] >= 1, "a positive integer")
+  check("temperature", opts.temperature, opts.temperature > 0, "a positive temperature")
+  check("batchnorm_decay", model_flags["batchnorm_decay"], 0 <= model_flags["batchnorm_decay"] < 1,
+        "a decay in [0, 1)")
+  check("mix_number", model_flags["mix_number"], model_flags["mix_number"] >= 1, "a positive integer")
+  check("cl_temperature", model_flags["cl_temperature"], model_flags["cl_temperature"] > 0,
+        "a positive temperature")
+  check("cl_lambda", model_flags["cl_lambda"], model_flags["cl_lambda"] >= 0, "0 (off) or more")
+  check("save_checkpoint_minutes", opts.save_checkpoint_minutes, opts.save_checkpoint_minutes > 0,
+        "a positive number of minutes")
+  check("keep_checkpoint_every_n_hours", opts.keep_checkpoint_every_n_hours,
+        opts.keep_checkpoint_every_n_hours > 0, "a positive number of hours")
+  if model_flags["model_type"] == "kd" and not (opts.ce_weight or opts.pred_weight or opts.rep_weight):
+    raise InputError("--ce_weight, --pred_weight and --rep_weight are all 0: nothing to train on")
+
+
 class TrainingRun(object):
   """A prepared run: session (initialised or restored, teacher loaded), graph tensors and savers."""
 
   def __init__(self, **parts):
     self.__dict__.update(parts)
+
+  def close(self):
+    """Closes the session and releases the train_dir lock."""
+    self.sess.close()
+    if self.lock is not None:
+      self.lock.release()
 
 
 def prepare(opts):
@@ -360,11 +420,14 @@ def prepare(opts):
     os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.visible_gpu)
   model_flags = config.model_flags_from(opts.flag_values_dict() if hasattr(opts, "flag_values_dict")
                                         else vars(opts))
+  check_flags(opts, model_flags)
   cluster, task_type, task_index = cluster_from_tf_config()
   chief = is_chief(cluster, task_type, task_index)
   if task_type == "ps":
     server = tf.train.Server(cluster, job_name="ps", task_index=task_index)
     tf.logging.info("Parameter server %d serving.", task_index)
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)  # join() never returns to Python: SIGTERM ends it
     server.join()
     return None
   if opts.gradient_clipping not in GRADIENT_CLIPPING:
@@ -398,7 +461,8 @@ def prepare(opts):
                  if cluster is not None else None)
     with tf.device(device_fn):
       with tf.device("%s/device:CPU:0" % worker_device):
-        batch, iterator_init, files = _input_batch(opts, model_flags, teacher_flags, len(devices))
+        batch, iterator_init, files, reader = _input_batch(opts, model_flags, teacher_flags,
+                                                           len(devices))
       fetch = build_training_graph(model_flags, opts, batch, devices, teacher_flags)
       saver = tf.train.Saver(tf.global_variables(), max_to_keep=opts.keep_checkpoint_max,
                              keep_checkpoint_every_n_hours=opts.keep_checkpoint_every_n_hours,
@@ -410,34 +474,64 @@ def prepare(opts):
       global_init = tf.global_variables_initializer()
       local_init = tf.group(tf.local_variables_initializer(), iterator_init)
       ready = tf.report_uninitialized_variables(tf.global_variables())
+      variables_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                                        for v in tf.global_variables() if v.dtype.base_dtype.is_floating])
     graph.finalize()
 
-  if chief:
-    config.write_model_flags(opts.train_dir, model_flags)
-    if teacher_checkpoint:
-      utils.write_json_atomic(os.path.join(opts.train_dir, KD_TEACHER_FILE),
-                              {"teacher_checkpoint": teacher_checkpoint})
-  session_manager = tf.train.SessionManager(local_init_op=local_init, ready_op=ready,
-                                            ready_for_local_init_op=ready, graph=graph,
-                                            recovery_wait_secs=1)
-  # A worker talks to the parameter servers and itself only, so it neither waits for nor depends on
-  # the other workers (which may have finished already).
-  session_config = tf.ConfigProto(
-      allow_soft_placement=True,
-      device_filters=["/job:ps", worker_device] if cluster is not None else None)
-  if chief:
-    sess = session_manager.prepare_session(target, init_op=global_init, saver=saver,
-                                           checkpoint_dir=opts.train_dir if latest else None,
-                                           init_fn=init_fn, config=session_config)
-  else:
-    sess = session_manager.wait_for_session(target, config=session_config)
-  if teacher_saver is not None:
-    teacher_saver.restore(sess, teacher_checkpoint)
-    tf.logging.info("Teacher restored from %s (frozen, %s mode).", teacher_checkpoint,
-                    "training" if opts.kd_teacher_is_training else "inference")
-  return TrainingRun(sess=sess, graph=graph, opts=opts, fetch=fetch, saver=saver,
+  # The chief owns train_dir from here on; nothing was written before (a refused run leaves no trace).
+  lock = utils.DirLock(opts.train_dir).acquire() if chief else None
+  try:
+    if chief:
+      config.write_model_flags(opts.train_dir, model_flags)
+      if teacher_checkpoint:
+        utils.write_json_atomic(os.path.join(opts.train_dir, KD_TEACHER_FILE),
+                                {"teacher_checkpoint": teacher_checkpoint})
+    session_manager = tf.train.SessionManager(local_init_op=local_init, ready_op=ready,
+                                              ready_for_local_init_op=ready, graph=graph,
+                                              recovery_wait_secs=1)
+    # A worker talks to the parameter servers and itself only, so it neither waits for nor depends on
+    # the other workers (which may have finished already).
+    session_config = tf.ConfigProto(
+        allow_soft_placement=True,
+        device_filters=["/job:ps", worker_device] if cluster is not None else None)
+    sess = None
+    if chief and cluster is not None:
+      sess, latest = _continue_from_parameter_servers(session_manager, target, session_config,
+                                                      fetch["global_step"], latest)
+    if sess is None and chief:
+      sess = session_manager.prepare_session(target, init_op=global_init, saver=saver,
+                                             checkpoint_dir=opts.train_dir if latest else None,
+                                             init_fn=init_fn, config=session_config)
+    elif sess is None:
+      sess = session_manager.wait_for_session(target, config=session_config)
+    if teacher_saver is not None:
+      teacher_saver.restore(sess, teacher_checkpoint)
+      tf.logging.info("Teacher restored from %s (frozen, %s mode).", teacher_checkpoint,
+                      "training" if opts.kd_teacher_is_training else "inference")
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
+  fetch = dict(fetch, num_frames=batch["num_frames"])
+  return TrainingRun(sess=sess, graph=graph, opts=opts, fetch=fetch, saver=saver, lock=lock,
                      summary_op=summary_op, chief=chief, files=files, resumed_from=latest,
-                     model_flags=model_flags, teacher_checkpoint=teacher_checkpoint, cluster=cluster)
+                     model_flags=model_flags, teacher_checkpoint=teacher_checkpoint, cluster=cluster,
+                     variables_finite=variables_finite, reader=reader)
+
+
+def _continue_from_parameter_servers(session_manager, target, session_config, global_step, latest):
+  """A restarted chief whose parameter servers still hold the model (other workers kept training)
+  continues from their state: restoring `latest` would roll back every update made since. Returns
+  (session or None when the variables are uninitialised, what the run resumes from)."""
+  try:
+    sess = session_manager.wait_for_session(target, config=session_config, max_wait_secs=0)
+  except tf.errors.DeadlineExceededError:
+    return None, latest
+  state = "the parameter servers' live state"
+  tf.logging.info("Variables already initialised on the parameter servers: continuing from %s at "
+                  "global step %d%s.", state, sess.run(global_step),
+                  " (%s not restored: older)" % latest if latest else "")
+  return sess, state
 
 
 def train(opts):
@@ -449,11 +543,25 @@ def train(opts):
   try:
     return train_loop(run)
   finally:
-    run.sess.close()
+    run.close()
+
+
+class Diverged(InputError):
+  """Training produced a non-finite loss or variable: it stops without saving."""
+
+
+def _non_finite_term(losses):
+  """Name and value of the first loss term (ce, pred, rep, regularization, ...) that is not finite."""
+  for name in sorted(losses):
+    if not np.isfinite(losses[name]):
+      return name, losses[name]
+  return None
 
 
 def train_loop(run):
-  """Runs steps until max_steps, the end of the epochs or Ctrl-C; always ends with a checkpoint."""
+  """Runs steps until max_steps, the end of the epochs or Ctrl-C/SIGTERM, then checkpoints. Stops
+  without saving on a non-finite loss term or variable (Diverged): the newest checkpoint stays finite.
+  A data error (InputError) says what the checkpoint written on the way out covers."""
   sess, opts, fetch, saver, chief, files = run.sess, run.opts, run.fetch, run.saver, run.chief, run.files
   summary_op, resumed_from = run.summary_op, run.resumed_from
   writer = tf.summary.FileWriter(opts.train_dir, sess.graph if chief else None) if chief else None
@@ -464,16 +572,24 @@ def train_loop(run):
   if opts.max_steps and step >= opts.max_steps:
     tf.logging.info("Global step %d already reached --max_steps=%d.", step, opts.max_steps)
   last_saved_step, last_save_time = step, time.time()
-  run_fetch = {k: v for k, v in fetch.items() if k in ("train_op", "global_step", "losses")}
+  run_fetch = {k: v for k, v in fetch.items() if k in ("train_op", "global_step", "losses", "num_frames")}
   log_fetch = {k: v for k, v in fetch.items() if k not in ("gradients", "learning_rate")}
   local_steps = 0                      # steps run by this worker (the global step counts all workers)
   window_start, window_local = time.time(), 0
+  videos, empty_videos = 0, 0
+
+  def newest():
+    return tf.train.latest_checkpoint(opts.train_dir) or "none"
 
   def save(step):
+    if not sess.run(run.variables_finite):
+      raise Diverged("training diverged: the update of global step %d made the model's variables "
+                     "non-finite; nothing was saved (newest checkpoint: %s, the last finite one); "
+                     "lower --base_learning_rate or --clip_gradient_norm" % (step, newest()))
     saver.save(sess, checkpoint_path, global_step=step)
     tf.logging.info("Checkpoint %s-%d written.", checkpoint_path, step)
 
-  reason = "the end of the training data (--num_epochs=%d)" % opts.num_epochs
+  reason, data_error = "the end of the training data (--num_epochs=%d)" % opts.num_epochs, None
   try:
     while not (opts.max_steps and step >= opts.max_steps):
       logging_now = (local_steps + 1) % opts.log_every_steps == 0
@@ -484,6 +600,17 @@ def train_loop(run):
       values = sess.run(this_fetch)
       local_steps += 1
       step = values["global_step"]
+      bad = _non_finite_term(values["losses"])
+      if bad:
+        raise Diverged("training diverged: loss term %r is %s at global step %d; stopped without "
+                       "saving (newest checkpoint: %s, the last finite one); lower "
+                       "--base_learning_rate or --clip_gradient_norm" % (bad + (step, newest())))
+      empty = int(np.sum(values["num_frames"] == 0))
+      if empty and not empty_videos:
+        tf.logging.warning("The training data has videos with 0 frames (%d in the batch of global step "
+                           "%d): they are trained on as inputs without frames; the count is given "
+                           "when training stops.", empty, step)
+      videos, empty_videos = videos + len(values["num_frames"]), empty_videos + empty
       if summarizing:
         writer.add_summary(values["summary"], step)
       if logging_now:
@@ -500,18 +627,31 @@ def train_loop(run):
     reason = "--max_steps=%d" % opts.max_steps
   except tf.errors.OutOfRangeError:
     pass
-  except KeyboardInterrupt:
-    reason = "Ctrl-C"
+  except KeyboardInterrupt as interrupt:
+    reason = "SIGTERM" if isinstance(interrupt, utils.Terminated) else "Ctrl-C"
+  except Diverged:
+    raise
   except tf.errors.OpError as error:
-    explained = readers.explain_data_error(error, files)
-    if explained is None:
+    data_error = readers.explain_data_error(error, files, run.reader)
+    if data_error is None:
+      if chief and step > last_saved_step:
+        save(step)
       raise
-    raise explained
-  finally:
+  except BaseException:
     if chief and step > last_saved_step:
       save(step)
-  tf.logging.info("Training stopped at global step %d (%s); %d steps run by this %s.", step, reason,
-                  local_steps, "process" if run.cluster is None else "worker")
+    raise
+  saved = chief and step > last_saved_step
+  if saved:
+    save(step)
+  if data_error is not None:
+    raise InputError("%s; training stopped at global step %d%s" % (data_error, step, (
+        ": %s-%d was written and covers only the data read before this record (fix or remove the "
+        "file and rerun to resume from it, or start anew in another --train_dir)" % (checkpoint_path, step))
+        if saved else " (no checkpoint written since step %d)" % last_saved_step))
+  tf.logging.info("Training stopped at global step %d (%s); %d steps run by this %s%s.", step, reason,
+                  local_steps, "process" if run.cluster is None else "worker",
+                  "; %d of its %d videos had 0 frames" % (empty_videos, videos) if empty_videos else "")
   if writer is not None:
     writer.close()
   return step

@@ -1,7 +1,17 @@
-"""Small shared helpers: (de)quantization, feature-flag parsing, one-line input errors, summaries."""
+"""Small shared helpers: (de)quantization, feature-flag parsing, one-line input errors, summaries,
+atomic outputs (temporary name, rename, stale temporaries of dead writers removed) and the lock a
+training run holds on its train_dir."""
 
+import contextlib
+import errno
+import fcntl
 import json
+import math
+import os
+import signal
+import socket
 import sys
+import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -62,10 +72,29 @@ def scalar_summary(tag, value):
   return tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))])
 
 
+def check_flag(name, value, ok, expected):
+  """InputError `--name=value: expected ...` unless `ok` (NaN and infinities are never ok)."""
+  if not ok or (isinstance(value, float) and not math.isfinite(value)):
+    raise InputError("--%s=%s: expected %s" % (name, value, expected))
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised in the main thread like Ctrl-C, so cleanups and `finally` blocks run."""
+
+
+def _raise_terminated(signum, frame):
+  raise Terminated()
+
+
 def run_cli(entry, argv):
-  """Runs a command-line entry point: bad input (InputError, a bad flag) is one line on stderr, exit 2."""
+  """Runs a command-line entry point: bad input (InputError, a bad flag) is one line on stderr, exit 2.
+  SIGTERM is turned into `Terminated` (a KeyboardInterrupt): temporaries are removed, locks released."""
+  signal.signal(signal.SIGTERM, _raise_terminated)
   try:
     entry(argv)
+  except Terminated:
+    sys.stderr.write("error: stopped by SIGTERM\n")
+    sys.exit(128 + signal.SIGTERM)
   except InputError as error:
     sys.stderr.write("error: %s\n" % error)
     sys.exit(2)
@@ -74,12 +103,148 @@ def run_cli(entry, argv):
     sys.exit(2)
 
 
+# -- processes, atomic outputs ------------------------------------------------------------------------
+HOST = socket.gethostname()
+TEMP_MARK = ".tmp-"
+
+
+def process_alive(pid):
+  """Whether process `pid` of this host still runs (a zombie, finished but not yet reaped, does not)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass
+  try:
+    with open("/proc/%d/stat" % pid) as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return not os.path.isdir("/proc/self")  # without /proc, os.kill is the answer
+  except (OSError, IndexError):
+    return True
+
+
+def temp_path(path):
+  """This process's temporary name for `path`: PATH.tmp-HOST-PID (a rerun can tell whose it is)."""
+  return "%s%s%s-%d" % (path.rstrip("/"), TEMP_MARK, HOST, os.getpid())
+
+
+def remove_stale_temps(path):
+  """Removes the temporaries of `path` (files or folders) left by writers of this host that no longer
+  run (killed, even by SIGKILL); those of live writers and of other hosts are kept. Returns them."""
+  removed = []
+  for tmp in tf.io.gfile.glob(path.rstrip("/") + TEMP_MARK + "*"):
+    host, _, pid = tmp[len(path.rstrip("/")) + len(TEMP_MARK):].rpartition("-")
+    if host != HOST or not pid.isdigit() or process_alive(int(pid)):
+      continue
+    if tf.io.gfile.isdir(tmp):
+      tf.io.gfile.rmtree(tmp)
+    else:
+      tf.io.gfile.remove(tmp)
+    tf.logging.info("Removed %s, left by a writer that no longer runs.", tmp)
+    removed.append(tmp)
+  return removed
+
+
+def _remove(path):
+  if tf.io.gfile.isdir(path):
+    tf.io.gfile.rmtree(path)
+  elif tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite=True):
+  """`with atomic_output(path) as tmp:` write the file or folder `tmp`; on success it is renamed to
+  `path`, on any exception (Ctrl-C and SIGTERM under run_cli included) removed. Stale temporaries of
+  `path` from dead writers are removed first, so a killed run leaves nothing behind after a rerun."""
+  remove_stale_temps(path)
+  tmp = temp_path(path)
+  _remove(tmp)
+  try:
+    yield tmp
+    tf.io.gfile.rename(tmp, path, overwrite=overwrite)
+  except BaseException:
+    _remove(tmp)
+    raise
+
+
 def write_json_atomic(path, value):
   """Writes JSON to `path` through a temporary file and a rename: readers never see half a file."""
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  with atomic_output(path) as tmp:
+    with tf.io.gfile.GFile(tmp, "w") as f:
+      json.dump(value, f, indent=2, sort_keys=True)
+
+
+class DirLock(object):
+  """Exclusive ownership of a folder by one process: `folder/.lock`, holding the owner's pid, host and
+  start time, under an advisory flock. The kernel drops the flock when the owner ends, even by SIGKILL,
+  so a lock file left by a dead owner is stale and taken over (on this host or, over NFS, another).
+  acquire() raises InputError naming the live owner. On a file system without flock (an object store
+  such as gs://) no lock is taken and a warning says so."""
+
+  NAME = ".lock"
+
+  def __init__(self, folder, what="--train_dir"):
+    self.path = os.path.join(folder, self.NAME)
+    self.folder, self.what, self.fd = folder, what, None
+
+  def acquire(self):
+    if "://" in self.folder:
+      tf.logging.warning("%s=%s is not a local file system: no lock; do not run two trainers on it.",
+                         self.what, self.folder)
+      return self
+    os.makedirs(self.folder, exist_ok=True)
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as error:
+        os.close(fd)
+        if error.errno not in (errno.EAGAIN, errno.EACCES):
+          tf.logging.warning("%s=%s: cannot lock (%s): no lock; do not run two trainers on it.",
+                             self.what, self.folder, error)
+          return self
+        raise InputError("%s=%s is in use by %s: one run per train_dir (wait for it to end, or "
+                         "choose another --train_dir)" % (self.what, self.folder, self._describe()))
+      try:  # the file may have been released and removed between our open and our flock
+        same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      os.close(fd)
+    previous = self._describe(fd)
+    if previous:
+      tf.logging.warning("%s=%s: took over the lock left by %s, which no longer runs.",
+                         self.what, self.folder, previous)
+    record = json.dumps({"pid": os.getpid(), "host": HOST, "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, record, 0)
+    os.fsync(fd)
+    self.fd = fd
+    return self
+
+  def _describe(self, fd=None):
+    try:
+      if fd is None:
+        with open(self.path, "rb") as f:
+          text = f.read()
+      else:
+        text = os.pread(fd, 4096, 0)
+      holder = json.loads(text.decode() or "null")
+    except (OSError, ValueError):
+      holder = None
+    if not holder:
+      return "" if fd is not None else "another process (starting)"
+    return "pid %s on host %s (started %s)" % (holder.get("pid"), holder.get("host"), holder.get("started"))
+
+  def release(self):
+    if self.fd is not None:
+      os.remove(self.path)  # before the unlock: a waiting process then finds the path gone and retries
+      os.close(self.fd)
+      self.fd = None
 
 
 def setup_logging(verbosity=tf.logging.INFO):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,18 +25,32 @@ def _free_ports(count):
   return ports
 
 
-def test_ps_and_two_workers_train_a_checkpoint_eval_reads(frame_data, tmp_path):
+def _cluster():
   ps_port, w0, w1 = _free_ports(3)
-  cluster = {"ps": ["127.0.0.1:%d" % ps_port], "worker": ["127.0.0.1:%d" % w0, "127.0.0.1:%d" % w1]}
-  train_dir = tmp_path / "dist"
-  args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
-      frame_data, train_dir, "--model_type=teacher", "--max_steps=400", "--log_every_steps=50")[1:]
-  def start(task_type, index):
+  return {"ps": ["127.0.0.1:%d" % ps_port], "worker": ["127.0.0.1:%d" % w0, "127.0.0.1:%d" % w1]}
+
+
+def _starter(cluster, args, log_dir):
+  """start(task_type, index, name) runs train.py as that task, logging to log_dir/name.log."""
+  def start(task_type, index, name=None):
     env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
                                                  "task": {"type": task_type, "index": index}}),
                CUDA_VISIBLE_DEVICES="")
-    log = open(str(tmp_path / ("%s%d.log" % (task_type, index))), "w")
+    log = open(str(log_dir / ("%s.log" % (name or "%s%d" % (task_type, index)))), "w")
     return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  return start
+
+
+def _steps_run(log):
+  return int(log.split("Training stopped at global step")[1].split("; ")[1].split(" steps")[0])
+
+
+def test_ps_and_two_workers_train_a_checkpoint_eval_reads(frame_data, tmp_path):
+  cluster = _cluster()
+  train_dir = tmp_path / "dist"
+  args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
+      frame_data, train_dir, "--model_type=teacher", "--max_steps=400", "--log_every_steps=50")[1:]
+  start = _starter(cluster, args, tmp_path)
   ps = start("ps", 0)
   try:
     workers = [start("worker", 0), start("worker", 1)]
@@ -49,9 +64,58 @@ def test_ps_and_two_workers_train_a_checkpoint_eval_reads(frame_data, tmp_path):
     ps.wait()
   checkpoint = tf.train.latest_checkpoint(str(train_dir))
   assert checkpoint is not None and int(checkpoint.rsplit("-", 1)[1]) >= 400
-  steps_by_worker = [int(log.split("Training stopped at global step")[1].split("; ")[1].split(" steps")[0])
-                     for log in logs]
+  steps_by_worker = [_steps_run(log) for log in logs]
   # Asynchronous updates: a worker may run a step or two past --max_steps before it sees the global step.
   assert min(steps_by_worker) > 0 and 400 <= sum(steps_by_worker) <= 410, steps_by_worker
   result = eval_lib.Evaluator(str(train_dir), frame_data["validate"], 64).evaluate(checkpoint)
   assert result["num_videos"] == 150 and result["gap"] > 0
+
+
+def _last_logged_step(path):
+  steps = re.findall(r"step (\d+) \|", open(str(path)).read())
+  return int(steps[-1]) if steps else 0
+
+
+def test_restarted_chief_continues_from_live_parameter_servers(frame_data, tmp_path):
+  """The chief is killed (SIGKILL); worker 1 trains on far past the chief's last checkpoint and is
+  killed too; both restart. The chief must continue from the parameter servers' state (no rollback
+  to its checkpoint), take over its stale train_dir lock, and the restarted worker must rejoin."""
+  cluster = _cluster()
+  train_dir = tmp_path / "dist"
+  def args(max_steps):
+    return [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
+        frame_data, train_dir, "--model_type=teacher", "--max_steps=%d" % max_steps,
+        "--log_every_steps=10", "--export_model_steps=20")[1:]
+  ps = _starter(cluster, args(0), tmp_path)("ps", 0)
+  try:
+    start = _starter(cluster, args(100000), tmp_path)
+    chief, worker = start("worker", 0, "chief_first"), start("worker", 1, "worker_first")
+    deadline = time.time() + 180
+    while not tf.train.latest_checkpoint(str(train_dir)) and time.time() < deadline:
+      time.sleep(0.2)
+    chief.kill()
+    chief.wait()
+    checkpoint_step = int(tf.train.latest_checkpoint(str(train_dir)).rsplit("-", 1)[1])
+    while _last_logged_step(tmp_path / "worker_first.log") < checkpoint_step + 40 and time.time() < deadline:
+      time.sleep(0.2)
+    worker.kill()
+    worker.wait()
+    reached = _last_logged_step(tmp_path / "worker_first.log")
+    assert reached >= checkpoint_step + 40, open(str(tmp_path / "worker_first.log")).read()[-3000:]
+    assert (train_dir / ".lock").exists(), "the killed chief left its lock"
+    start = _starter(cluster, args(reached + 30), tmp_path)
+    restarted = [start("worker", 0, "chief_again"), start("worker", 1, "worker_again")]
+    for process in restarted:
+      process.wait(timeout=max(1, deadline + 120 - time.time()))
+    logs = [open(str(tmp_path / (name + ".log"))).read() for name in ("chief_again", "worker_again")]
+    assert [p.returncode for p in restarted] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  finally:
+    ps.kill()
+    ps.wait()
+  continued = re.search(r"continuing from the parameter servers' live state at global step (\d+)", logs[0])
+  assert continued and int(continued.group(1)) >= reached, logs[0][-3000:]
+  assert "Restoring parameters from" not in logs[0], "no rollback to the chief's checkpoint"
+  assert "took over the lock left by pid %d" % chief.pid in logs[0]
+  assert _steps_run(logs[1]) > 0, "the restarted worker rejoined and trained"
+  final = int(tf.train.latest_checkpoint(str(train_dir)).rsplit("-", 1)[1])
+  assert reached + 30 <= final <= reached + 40

@@ -50,7 +50,7 @@ def test_serial_kd_freezes_teacher_and_moves_student(frame_data, teacher_dir, tm
   assert train.train_loop(run) == 8
   teacher_after = _values(run, "teacher/", local=True)
   student_after = _values(run, "student/")
-  run.sess.close()
+  run.close()
   checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(teacher_dir)))
   assert len(teacher_after) == len(teacher_before) > 10
   for name, value in teacher_after.items():
@@ -101,7 +101,7 @@ def test_parallel_kd_updates_both(frame_data, tmp_path):
   before = _values(run, "")
   train.train_loop(run)
   after = _values(run, "")
-  run.sess.close()
+  run.close()
   for scope in ("teacher/", "student/"):
     names = [n for n in before if n.startswith(scope) and "/Adam" not in n]
     assert names and any(not np.array_equal(before[n], after[n]) for n in names), scope
@@ -173,7 +173,7 @@ def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame
   run = _prepare(args(8))
   student = _values(run, "student/")
   teacher = _values(run, "teacher/", local=True)
-  run.sess.close()
+  run.close()
   own = tf.train.load_checkpoint(str(tmp_path / "resume" / "model.ckpt-4"))
   teacher_checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(teacher_dir)))
   assert student and all(np.array_equal(v, own.get_tensor(n)) for n, v in student.items())
@@ -204,4 +204,4 @@ def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
     assert student_penalty and len(penalties) > len(student_penalty), "the teacher's penalty exists"
     own = run.sess.run(tf.add_n(student_penalty))
   assert run.sess.run(run.fetch["losses"]["regularization"]) == pytest.approx(own, rel=1e-6)
-  run.sess.close()
+  run.close()

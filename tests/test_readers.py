@@ -273,7 +273,7 @@ def test_label_id_out_of_range(tmp_path):
   error = readers.explain_data_error(raised.value, [path])
   assert "num_classes=10" in str(error) and "lab.tfrecord" in str(error)
   small = readers.YT8MFrameFeatureReader(2, ["rgb", "audio"], [8, 4])
-  with pytest.raises(InputError, match="lab.tfrecord: label id .* outside \\[0, 2\\)"):
+  with pytest.raises(InputError, match="lab.tfrecord .video v0000.: label id .* outside \\[0, 2\\)"):
     small.validate_files([path])
 
 
