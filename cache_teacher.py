@@ -63,8 +63,8 @@ def _teacher_graph(teacher_flags, logits, batch_size):
   """One shard at a time, in record order: (filename placeholder, iterator init, fetch, saver)."""
   reader = model_utils.make_reader(teacher_flags)
   filename = tf.placeholder(tf.string, [], name="shard")
-  dataset = tf.data.TFRecordDataset(filename).map(lambda r: reader.parse_record(filename, r, False),
-                                                  num_parallel_calls=tf.data.AUTOTUNE)
+  parse = tf.autograph.experimental.do_not_convert(lambda r: reader.parse_record(filename, r, False))
+  dataset = tf.data.TFRecordDataset(filename).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
   iterator = tf.data.make_initializable_iterator(dataset.batch(batch_size).prefetch(2))
   batch = iterator.get_next()
   outputs = model_utils.build_model(teacher_flags, batch["video_matrix"], batch["num_frames"],

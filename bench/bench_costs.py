@@ -49,8 +49,8 @@ import utils  # noqa: E402
 SIZES = {
     "full": dict(groups=8, clusters=128, hidden=2048, classes=3862, batch=80, frames=300, videos=240,
                  matmul=(2048, 4096), warmup_steps=2, train_steps=6, inference_secs=20.0),
-    "small": dict(groups=2, clusters=8, hidden=32, classes=20, batch=8, frames=60, videos=48,
-                  matmul=(256,), warmup_steps=1, train_steps=3, inference_secs=1.0),
+    "small": dict(groups=2, clusters=8, hidden=32, classes=20, batch=4, frames=40, videos=32,
+                  matmul=(256,), warmup_steps=1, train_steps=2, inference_secs=0.5),
 }
 PARTS = ("matmul", "train", "inference", "startup")
 TARGETS = "cached KD k=30 step <= 1.15x student k=30 step; inference k=30 >= 5x, k=6 >= 9x teacher; " \
@@ -155,7 +155,8 @@ def startup_phases(train_dir, files, batch):
   sess = tf.Session(graph=graph)
   phases["session"] = time.perf_counter() - started
   phases["restore"] = _timed(lambda: parts["saver"].restore(sess, checkpoint))
-  phases["first batch"] = _timed(lambda: sess.run([parts["iterator_init"], parts["outputs"]["predictions"]]))
+  phases["first batch"] = _timed(lambda: (sess.run(parts["iterator_init"]),
+                                          sess.run(parts["outputs"]["predictions"])))
   sess.close()
   return phases
 
@@ -235,9 +236,10 @@ def main(argv=None):
       log("inference %s: %.1f videos/s" % (name, rate))
       row("inference %s (steady state)" % name, rate, "videos", 2.0 * macs[name])
 
-  print("\n| what | rate | per item | GFLOP/s | of matmul |\n|---|---|---|---|---|")
-  for cells in rows:
-    print("| " + " | ".join(cells) + " |")
+  if rows:
+    print("\n| what | rate | per item | GFLOP/s | of matmul |\n|---|---|---|---|---|")
+    for cells in rows:
+      print("| " + " | ".join(cells) + " |")
   if "startup" in parts:
     print("\n| start-up phase (eval/inference) | " + " | ".join(roles) + " |\n|---|" + "---|" * len(roles))
     phases = {name: startup_phases(runs[name], files, size["batch"]) for name in roles}
