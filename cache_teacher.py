@@ -102,7 +102,7 @@ def run(opts):
   counts = reader.validate_files(files)
   manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes))
   done = lambda f, n: (os.path.basename(f) in manifest["shards"] and
-                       manifest["shards"][os.path.basename(f)]["records"] == n and
+                       n in (None, manifest["shards"][os.path.basename(f)]["records"]) and
                        tf.io.gfile.exists(teacher_cache.shard_path(opts.cache_dir, f)))
   pending = [(f, n) for f, n in zip(files, counts) if not done(f, n)]
   total = sum(n or 0 for _, n in pending)
