@@ -6,7 +6,8 @@ Each batch is a dict of tensors:
                 [B, D]              video level
   num_frames    [B] int32           valid frames in video_matrix (1 at video level)
   labels        [B, num_classes]    multi-hot float32 (all zero where a record has no `labels`: test split)
-and, with `also_full_frames`, `full_video_matrix` / `full_num_frames` (all frames, for a KD teacher).
+and, with `also_full_frames`, `full_video_matrix` / `full_num_frames` (all frames, for a KD teacher);
+with a teacher cache, `teacher_predictions`, `teacher_representation` (and `teacher_logits`).
 
 The student's frames are chosen from each video's own length *before* decoding, so the frames it drops
 are never decoded or dequantized (see `sample_frame_indices` and bench/bench_readers.py).
@@ -155,7 +156,8 @@ class _BaseReader(object):
 
   # -- validation before any expensive work ---------------------------------------------------------
   def validate_files(self, files, max_content_checks=4):
-    """Framing check of every file, content check of the first record of the first few files."""
+    """Framing check of every file, content check of the first record of the first few files.
+    Returns each file's record count (None for a remote file)."""
     checked, counts = 0, []
     for path in files:
       count, first_record = check_tfrecord_framing(path)
@@ -167,6 +169,7 @@ class _BaseReader(object):
       raise InputError("%s: %s no record: expected YouTube-8M TFRecord shards with videos"
                        % (", ".join(files[:3]) + (" ..." if len(files) > 3 else ""),
                           "the file holds" if len(files) == 1 else "the files hold"))
+    return counts
 
   def _check_labels(self, where, features):
     if "labels" in features:
@@ -194,31 +197,60 @@ class _BaseReader(object):
 
   # -- dataset ---------------------------------------------------------------------------------------
   def dataset(self, files, batch_size, training, num_readers=8, num_epochs=None, shuffle_buffer=2048,
-              drop_remainder=None, seed=None):
+              drop_remainder=None, seed=None, teacher_cache=None):
     """Batches from `files`. Training: files and records shuffled, repeated `num_epochs` times (None:
     forever), full batches only. Evaluation: one deterministic pass, every record once, the last
-    partial batch kept."""
+    partial batch kept. With `teacher_cache` (a teacher_cache.TeacherCache) each file is read in step
+    with its cache shard and each record's id checked against the cache's before shuffling; batches
+    then also hold the cached `teacher_<output>` vectors."""
     if drop_remainder is None:
       drop_remainder = training
-    files_ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if teacher_cache is None:
+      files_ds = tf.data.Dataset.from_tensor_slices(list(files))
+      read_file = lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r))
+      parse = lambda f, r: self.parse_record(f, r, training)
+    else:
+      files_ds = tf.data.Dataset.from_tensor_slices((list(files), [teacher_cache.path_for(f) for f in files]))
+      read_file = lambda f, c: tf.data.Dataset.zip(
+          (tf.data.TFRecordDataset(f), tf.data.TFRecordDataset(c))).map(lambda r, cr: (f, r, cr))
+      parse = lambda f, r, cr: self._parse_with_cache(f, r, cr, training, teacher_cache)
+    # The dataset functions are plain graph code: skipping AutoGraph's source conversion of them
+    # (parse_record and what it calls) saves seconds of every graph build (bench/bench_costs.py).
+    read_file, parse = tf.autograph.experimental.do_not_convert(read_file), \
+        tf.autograph.experimental.do_not_convert(parse)
     if training:
       files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
       files_ds = files_ds.repeat(num_epochs)
     records = files_ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r)),
-        cycle_length=max(1, min(num_readers, len(files))), block_length=1,
+        read_file, cycle_length=max(1, min(num_readers, len(files))), block_length=1,
         **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False} if training else {}))
     if training:
       records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    videos = records.map(lambda f, r: self.parse_record(f, r, training),
-                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    videos = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     return videos.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
 
-  def input_batch(self, files, batch_size, training, **kwargs):
-    """Validates the files, then returns (batch dict of tensors, iterator initializer op)."""
-    self.validate_files(files)
+  def _parse_with_cache(self, filename, serialized, cached, training, teacher_cache):
+    """A video and its teacher's cached outputs; fails naming the file if the two ids differ."""
+    video = self.parse_record(filename, serialized, training)
+    teacher = teacher_cache.parse(cached)
+    cached_id = teacher.pop("video_ids")
+    check = tf.debugging.assert_equal(
+        cached_id, video["video_ids"],
+        message="%s teacher cache record has another video id than the data record (expected the cache "
+        "shard written from this shard, record for record) in" % ERROR_MARKER,
+        data=[filename, video["video_ids"], cached_id])
+    with tf.control_dependencies([check]):
+      video.update({name: tf.identity(value) for name, value in teacher.items()})
+    return video
+
+  def input_batch(self, files, batch_size, training, teacher_cache=None, **kwargs):
+    """Validates the files (and their cache shards), then returns (batch dict of tensors, iterator
+    initializer op)."""
+    counts = self.validate_files(files)
+    if teacher_cache is not None:
+      teacher_cache.check_shards(files, counts)
     iterator = tf.data.make_initializable_iterator(
-        self.dataset(files, batch_size, training, **kwargs))
+        self.dataset(files, batch_size, training, teacher_cache=teacher_cache, **kwargs))
     return iterator.get_next(), iterator.initializer
 
   # -- parsing helpers -------------------------------------------------------------------------------

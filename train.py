@@ -22,6 +22,7 @@ import eval_util
 import kd_losses
 import model_utils
 import readers
+import teacher_cache
 import utils
 from utils import InputError
 
@@ -57,6 +58,9 @@ config.define_flag(flags.DEFINE_integer, "shuffle_buffer", 2048, "Videos in the 
 config.define_flag(flags.DEFINE_integer, "seed", 0, "Graph-level random seed (initialisation, shuffling, random frames).")
 # Distillation (--model_type=kd).
 config.define_flag(flags.DEFINE_string, "teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir (kd).")
+config.define_flag(flags.DEFINE_string, "teacher_cache", "",
+                   "Serial kd: read the teacher's outputs from this cache_teacher.py directory instead of "
+                   "running the teacher (--teacher_checkpoint, if given, must be the cached one).")
 config.define_flag(flags.DEFINE_string, "kd_mode", "serial",
                     "serial: frozen pre-trained teacher; parallel: teacher trained on its own L_CE "
                     "in the same run.")
@@ -186,11 +190,15 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
       loss = ce
       teacher = None
       if kd:
-        with tf.variable_scope("", custom_getter=None if parallel else _frozen_teacher_getter):
-          teacher = model_utils.build_model(teacher_flags, splits["teacher_matrix"][i],
-                                            splits["teacher_num_frames"][i],
-                                            is_training=parallel or opts.kd_teacher_is_training,
-                                            scope="teacher")
+        if "teacher_representation" in splits:  # --teacher_cache: the frozen teacher's outputs, read
+          teacher = {name: splits["teacher_" + name][i] for name in teacher_cache.OUTPUTS
+                     if "teacher_" + name in splits}
+        else:
+          with tf.variable_scope("", custom_getter=None if parallel else _frozen_teacher_getter):
+            teacher = model_utils.build_model(teacher_flags, splits["teacher_matrix"][i],
+                                              splits["teacher_num_frames"][i],
+                                              is_training=parallel or opts.kd_teacher_is_training,
+                                              scope="teacher")
         sizes = [m["representation"].shape[-1] for m in (teacher, student)]
         if opts.rep_weight and sizes[0] != sizes[1]:
           raise InputError("L_rep needs representations of one size: the teacher's has %s values, the "
@@ -239,39 +247,62 @@ def build_training_graph(model_flags, opts, batch, devices, teacher_flags=None):
 
 # -- the run ----------------------------------------------------------------------------------------------
 def _teacher_setup(opts, model_flags):
-  """Teacher checkpoint and flags for KD (read from the teacher train_dir's model_flags.json)."""
+  """Teacher checkpoint, flags (the teacher train_dir's model_flags.json) and cache (None: the teacher
+  runs live) for KD. With --teacher_cache the cache's manifest names the checkpoint and flags; a
+  --teacher_checkpoint given as well must be the same."""
   if model_flags["model_type"] != "kd":
-    return None, None
+    if opts.teacher_cache:
+      raise InputError("--teacher_cache is for --model_type=kd (this run is --model_type=%s)"
+                       % model_flags["model_type"])
+    return None, None, None
   if opts.kd_mode not in ("serial", "parallel"):
     raise InputError("--kd_mode=%r: expected serial or parallel" % opts.kd_mode)
+  if opts.teacher_cache:
+    teacher_cache.check_usable(opts)
   if not model_flags["frame_features"]:
     raise InputError("--model_type=kd needs frame-level data (--frame_features=True): the student reads "
                      "k of the frames the teacher reads")
   if opts.kd_mode == "parallel":
     teacher_flags = dict(model_flags, model_type="teacher", k_frame=model_flags["max_frames"])
-    return None, teacher_flags
-  if not opts.teacher_checkpoint:
+    return None, teacher_flags, None
+  cache = teacher_cache.TeacherCache(opts.teacher_cache) if opts.teacher_cache else None
+  if not opts.teacher_checkpoint and cache is None:
     raise InputError("--model_type=kd needs --teacher_checkpoint (a teacher train_dir or checkpoint)")
-  checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
-  teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
+  if opts.teacher_checkpoint:
+    checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+    teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
+    if cache is not None:
+      cache.check_teacher(checkpoint, teacher_flags)
+  else:
+    checkpoint, teacher_flags = cache.teacher_checkpoint, cache.teacher_flags
+    if opts.student_init_from_teacher:
+      checkpoint = model_utils.resolve_checkpoint(
+          checkpoint, "the checkpoint of --teacher_cache=%s (for --student_init_from_teacher)" % opts.teacher_cache)
+  if cache is not None and opts.pred_weight and opts.pred_loss == "kl" and not cache.has_logits:
+    raise InputError("--pred_loss=kl needs the teacher's logits: %s was written with --cache_logits=False"
+                     % cache.describe())
+  source = ("--teacher_checkpoint=%s" % opts.teacher_checkpoint if opts.teacher_checkpoint
+            else "the teacher of " + cache.describe())
   for name in ("num_classes", "feature_names", "feature_sizes", "frame_features", "max_frames"):
     if teacher_flags[name] != model_flags[name]:
-      raise InputError("--teacher_checkpoint=%s was trained with %s=%s, this run has %s=%s"
-                       % (opts.teacher_checkpoint, name, teacher_flags[name], name, model_flags[name]))
-  return checkpoint, teacher_flags
+      raise InputError("%s was trained with %s=%s, this run has %s=%s"
+                       % (source, name, teacher_flags[name], name, model_flags[name]))
+  return checkpoint, teacher_flags, cache
 
 
-def _input_batch(opts, model_flags, teacher_flags, num_towers):
-  """Training batches; in KD mode the teacher's frames (per its own flags) ride along."""
-  kd = teacher_flags is not None
-  teacher_reads_all = kd and config.frames_read(teacher_flags) is None
+def _input_batch(opts, model_flags, teacher_flags, num_towers, cache=None):
+  """Training batches; in KD mode the teacher's frames (per its own flags) ride along, or with a
+  teacher cache its outputs (the student's k frames are then the only frames read)."""
+  live_teacher = teacher_flags is not None and cache is None
+  teacher_reads_all = live_teacher and config.frames_read(teacher_flags) is None
   reader = model_utils.make_reader(model_flags, also_full_frames=teacher_reads_all, seed=opts.seed)
   files = readers.resolve_files(opts.train_data_pattern, "--train_data_pattern")
   batch, init = reader.input_batch(files, opts.batch_size * num_towers, training=True,
                                    num_readers=opts.num_readers,
                                    num_epochs=opts.num_epochs or None,
-                                   shuffle_buffer=opts.shuffle_buffer, seed=opts.seed)
-  if kd:
+                                   shuffle_buffer=opts.shuffle_buffer, seed=opts.seed,
+                                   teacher_cache=cache)
+  if live_teacher:
     if teacher_reads_all:
       batch["teacher_matrix"], batch["teacher_num_frames"] = (batch.pop("full_video_matrix"),
                                                               batch.pop("full_num_frames"))
@@ -338,16 +369,18 @@ def _log_and_summarize(values, step, opts, writer, examples_per_sec, eta):
       writer.add_summary(summary, step)
 
 
-def teacher_savers(teacher_checkpoint, teacher_flags, init_student):
-  """Savers restoring the KD graph's `teacher/` (and, with --student_init_from_teacher, `student/`)
-  from the teacher checkpoint, whatever scope the teacher was trained in. Raises InputError listing
-  missing variables and shape mismatches before any training."""
+def teacher_savers(teacher_checkpoint, teacher_flags, init_student, live_teacher=True):
+  """Savers restoring the KD graph's `teacher/` (unless the teacher is cached, not live) and, with
+  --student_init_from_teacher, `student/` from the teacher checkpoint, whatever scope the teacher
+  was trained in. Raises InputError listing missing variables and shape mismatches before any
+  training."""
   scope = config.role_scope(teacher_flags)
-  teacher_vars = model_utils.scope_variables("teacher") + [
-      v for v in tf.local_variables() if v.op.name.startswith("teacher/")]
-  teacher_saver = tf.train.Saver(model_utils.restore_map(
-      teacher_checkpoint, scope, teacher_vars, "teacher", "--teacher_checkpoint"))
-  init_fn = None
+  teacher_saver = init_fn = None
+  if live_teacher:
+    teacher_vars = model_utils.scope_variables("teacher") + [
+        v for v in tf.local_variables() if v.op.name.startswith("teacher/")]
+    teacher_saver = tf.train.Saver(model_utils.restore_map(
+        teacher_checkpoint, scope, teacher_vars, "teacher", "--teacher_checkpoint"))
   if init_student:
     init_saver = tf.train.Saver(model_utils.restore_map(
         teacher_checkpoint, scope, model_utils.scope_variables("student"), "student",
@@ -439,7 +472,7 @@ def prepare(opts):
     tf.logging.warning("--model_type=teacher with --k_frame=%d < --max_frames: a %d-frame model in "
                        "scope teacher/ (the seed's student stage); --model_type=student is clearer.",
                        model_flags["k_frame"], model_flags["k_frame"])
-  teacher_checkpoint, teacher_flags = _teacher_setup(opts, model_flags)
+  teacher_checkpoint, teacher_flags, cache = _teacher_setup(opts, model_flags)
   latest = _check_train_dir(opts, chief)
   if latest and chief:
     config.check_model_flags(opts.train_dir, model_flags)
@@ -454,7 +487,7 @@ def prepare(opts):
   graph = tf.Graph()
   with graph.as_default():
     tf.set_random_seed(opts.seed)
-    local_scopes = ("teacher/",) if teacher_checkpoint else ()
+    local_scopes = ("teacher/",) if teacher_checkpoint and cache is None else ()
     devices = [tower_placement(device, worker_device, cluster, local_scopes)
                for device in tower_devices(opts.num_gpu, worker_device)]
     device_fn = (tf.train.replica_device_setter(worker_device=worker_device, cluster=cluster)
@@ -462,13 +495,13 @@ def prepare(opts):
     with tf.device(device_fn):
       with tf.device("%s/device:CPU:0" % worker_device):
         batch, iterator_init, files, reader = _input_batch(opts, model_flags, teacher_flags,
-                                                           len(devices))
+                                                           len(devices), cache)
       fetch = build_training_graph(model_flags, opts, batch, devices, teacher_flags)
       saver = tf.train.Saver(tf.global_variables(), max_to_keep=opts.keep_checkpoint_max,
                              keep_checkpoint_every_n_hours=opts.keep_checkpoint_every_n_hours,
                              save_relative_paths=True)
       teacher_saver, init_fn = (teacher_savers(teacher_checkpoint, teacher_flags,
-                                               opts.student_init_from_teacher)
+                                               opts.student_init_from_teacher, cache is None)
                                 if teacher_checkpoint else (None, None))
       summary_op = tf.summary.merge_all()
       global_init = tf.global_variables_initializer()
@@ -485,7 +518,8 @@ def prepare(opts):
       config.write_model_flags(opts.train_dir, model_flags)
       if teacher_checkpoint:
         utils.write_json_atomic(os.path.join(opts.train_dir, KD_TEACHER_FILE),
-                                {"teacher_checkpoint": teacher_checkpoint})
+                                {"teacher_checkpoint": teacher_checkpoint,
+                                 "teacher_cache": cache.cache_dir if cache else None})
     session_manager = tf.train.SessionManager(local_init_op=local_init, ready_op=ready,
                                               ready_for_local_init_op=ready, graph=graph,
                                               recovery_wait_secs=1)
@@ -508,6 +542,8 @@ def prepare(opts):
       teacher_saver.restore(sess, teacher_checkpoint)
       tf.logging.info("Teacher restored from %s (frozen, %s mode).", teacher_checkpoint,
                       "training" if opts.kd_teacher_is_training else "inference")
+    elif cache is not None:
+      tf.logging.info("Teacher outputs read from %s; no teacher graph.", cache.describe())
   except BaseException:
     if lock is not None:
       lock.release()

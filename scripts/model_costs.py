@@ -32,16 +32,22 @@ def _graph(model_flags, batch, frames):
   return graph, inputs, outputs
 
 
-def measure(model_flags, frames=None, batch=32, repeats=5, rounds_of_repeats=5):
-  """Dict with `parameters`, `macs` (per video) and `ms_per_video` (best of `rounds_of_repeats`
-  rounds of `repeats` batches) for a model reading `frames` frames (None: all, max_frames)."""
-  frames = frames or model_flags["max_frames"]
-  graph, _, _ = _graph(model_flags, 1, frames)
+def count(model_flags, frames=None):
+  """(trainable parameters, multiply-adds per video) of a model reading `frames` frames (None: all)."""
+  graph, _, _ = _graph(model_flags, 1, frames or model_flags["max_frames"])
   with graph.as_default():
     parameters = int(sum(np.prod(v.shape.as_list()) for v in tf.trainable_variables()))
     options = tf.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     flops = tf.profiler.profile(graph, options=options).total_float_ops
+  return parameters, int(flops // 2)
+
+
+def measure(model_flags, frames=None, batch=32, repeats=5, rounds_of_repeats=5):
+  """Dict with `parameters`, `macs` (per video) and `ms_per_video` (best of `rounds_of_repeats`
+  rounds of `repeats` batches) for a model reading `frames` frames (None: all, max_frames)."""
+  frames = frames or model_flags["max_frames"]
+  parameters, macs = count(model_flags, frames)
   graph, inputs, outputs = _graph(model_flags, batch, frames)
   with tf.Session(graph=graph) as sess:
     with graph.as_default():
@@ -55,7 +61,7 @@ def measure(model_flags, frames=None, batch=32, repeats=5, rounds_of_repeats=5):
         sess.run(outputs["predictions"], {inputs: data})
       rounds.append(time.perf_counter() - started)
     seconds = min(rounds)
-  return {"parameters": parameters, "macs": int(flops // 2),
+  return {"parameters": parameters, "macs": macs,
           "ms_per_video": 1000.0 * seconds / (repeats * batch)}
 
 

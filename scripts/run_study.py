@@ -1,8 +1,9 @@
 """The paper's study end to end on generated YouTube-8M-format data (the README's main command).
 
-Generates the data set, trains the teacher (all frames), then for each k the plain uniform-k and
-random-k students and the serial KD student, evaluates every checkpoint on the validation split, and
-writes into --out_dir:
+Generates the data set, trains the teacher (all frames), caches its outputs on the training videos
+once (cache_teacher.py), then for each k trains the plain uniform-k and random-k students and the
+serial KD student (from the cache), evaluates every checkpoint on the validation split, and writes
+into --out_dir:
   results.md / results.csv      GAP, mAP, Hit@1, PERR per model and k (mean +- std over seeds)
   results_gap.md / .csv         GAP only, one column per k: the layout of the paper's Table 1
   costs.md / costs.csv          trainable parameters, multiply-adds per video (graph float ops),
@@ -34,6 +35,7 @@ tf.disable_v2_behavior()
 
 import config  # noqa: E402
 import eval as eval_lib  # noqa: E402
+import cache_teacher  # noqa: E402
 import generate_synthetic_yt8m  # noqa: E402
 import inference  # noqa: E402
 import model_costs  # noqa: E402
@@ -191,6 +193,22 @@ def run_training(name, train_dir, argv, steps):
   log("%s: trained in %.1f min" % (name, (time.time() - started) / 60))
 
 
+def teacher_cache_dir(args, data, seed):
+  """Caches the seed's teacher on the training videos (once; a finished cache is reused)."""
+  cache_dir = os.path.join(args.out_dir, "cache", "teacher_seed%d" % seed)
+  started = time.time()
+  manifest = cache_teacher.main(["cache_teacher.py", "--teacher_checkpoint=" + teacher_dir(args, seed),
+                                 "--input_data_pattern=" + data["train"], "--cache_dir=" + cache_dir,
+                                 "--batch_size=256"])
+  log("teacher_seed%d: outputs cached in %s (%d videos, %.1f s)"
+      % (seed, cache_dir, sum(s["records"] for s in manifest["shards"].values()), time.time() - started))
+  return cache_dir
+
+
+def teacher_dir(args, seed):
+  return os.path.join(args.out_dir, "runs", "teacher_seed%d" % seed)
+
+
 def evaluate_all(name, train_dir, data):
   """Evaluates every checkpoint of a run (once: results are cached as eval/metrics-STEP.json)."""
   state = tf.train.get_checkpoint_state(train_dir)
@@ -340,7 +358,7 @@ def main(argv=None):
     for name, _, flags in students:
       plan += [(name, k, seed, flags) for seed in seeds]
   log("plan: %d training runs (%d seeds), k in %s" % (len(plan), len(seeds), ks))
-  results, curves, labels = {}, [], dict((n, l) for n, l, _ in students)
+  results, curves, labels, caches = {}, [], dict((n, l) for n, l, _ in students), {}
   labels["teacher"] = "teacher (all frames)"
   for index, (name, k, seed, flags) in enumerate(plan):
     run_name = name if k is None else "%s_k%d" % (name, k)
@@ -350,7 +368,9 @@ def main(argv=None):
     if k is not None:
       argv.append("--k_frame=%d" % k)
     if "--model_type=kd" in flags and "--kd_mode=parallel" not in flags:
-      argv.append("--teacher_checkpoint=" + os.path.join(args.out_dir, "runs", "teacher_seed%d" % seed))
+      if seed not in caches:
+        caches[seed] = teacher_cache_dir(args, data, seed)
+      argv += ["--teacher_checkpoint=" + teacher_dir(args, seed), "--teacher_cache=" + caches[seed]]
     steps = args.teacher_steps if k is None else args.student_steps
     log("[%d/%d] %s" % (index + 1, len(plan), run_name))
     run_training(run_name, train_dir, argv, steps)
@@ -362,7 +382,7 @@ def main(argv=None):
   rows = [(labels[name], results[name]) for name in ["teacher"] + [n for n, _, _ in students]]
   table = write_results(args.out_dir, rows, ks)
   log("measuring model costs")
-  teacher_flags = config.load_model_flags(os.path.join(args.out_dir, "runs", "teacher_seed0"))
+  teacher_flags = config.load_model_flags(teacher_dir(args, 0))
   costs = [dict(model_costs.measure(teacher_flags, None), label="teacher", kind="teacher (all frames)",
                 frames=args.max_frames)]
   for k in ks:

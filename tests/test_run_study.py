@@ -1,6 +1,7 @@
 """The README's main command (scripts/run_study.py) on a tiny generated data set: files, tables, resume."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,12 @@ def test_study_writes_tables_plots_and_kaggle_csv(study):
   for name in ("gap_vs_step.png", "gap_vs_cost.png"):
     with open(os.path.join(study, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # The serial KD student read its teacher's outputs from the study's cache of that teacher.
+  recorded = json.load(open(os.path.join(study, "runs", "kd_k3_seed0", "kd_teacher.json")))
+  assert recorded["teacher_cache"] == os.path.join(study, "cache", "teacher_seed0")
+  manifest = json.load(open(os.path.join(recorded["teacher_cache"], "manifest.json")))
+  assert manifest["teacher_checkpoint"] == recorded["teacher_checkpoint"] and \
+      sum(s["records"] for s in manifest["shards"].values()) == 96
   kaggle = read_csv(os.path.join(study, "kd_student_k3.csv"))
   assert kaggle[0] == ["VideoId", "LabelConfidencePairs"] and len(kaggle) == 41
   assert len({row[0] for row in kaggle[1:]}) == 40

@@ -1,0 +1,273 @@
+"""Every cost ratio of the study in one run, on the seed's full-size model (groups 8, 128 clusters,
+hidden 2048, 3862 classes, batch 80) and generated 300-frame shards (1024 + 128 dims):
+
+  * TensorFlow's float32 matmul rate on this machine (the reference every rate is compared with);
+  * training examples/s of the teacher, the k=30 and k=6 students, serial KD k=30 with the live
+    frozen teacher and serial KD k=30 from a teacher cache (plus the cache's one-off writing rate);
+  * steady-state inference videos/s through inference.py's checkpoint path (reader + model; the
+    first batches excluded) of the teacher, k=30 and k=6, and the start-up before the first batch,
+    split into file validation, graph build, session, checkpoint restore and first batch;
+each as achieved GFLOP/s (2 per multiply-add counted by TensorFlow's profiler; training = 3x the
+forward pass, plus one teacher forward pass for live KD) and as a fraction of the matmul rate.
+
+  .venv/bin/python bench/bench_costs.py              # full size: many minutes, run it on a quiet machine
+  .venv/bin/python bench/bench_costs.py --small      # a tiny model and data set: seconds (tests)
+  .venv/bin/python bench/bench_costs.py --parts=inference,startup   # a subset
+
+Training and inference use checkpoints written from freshly initialised weights (speed does not
+depend on their values); training is timed over steps after warm-up steps.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import types
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+
+tf.disable_v2_behavior()
+
+import bench_readers  # noqa: E402
+import cache_teacher  # noqa: E402
+import config  # noqa: E402
+import inference  # noqa: E402
+import model_costs  # noqa: E402
+import model_utils  # noqa: E402
+import readers  # noqa: E402
+import train  # noqa: E402
+import utils  # noqa: E402
+
+SIZES = {
+    "full": dict(groups=8, clusters=128, hidden=2048, classes=3862, batch=80, frames=300, videos=240,
+                 matmul=(2048, 4096), warmup_steps=2, train_steps=6, inference_secs=20.0),
+    "small": dict(groups=2, clusters=8, hidden=32, classes=20, batch=4, frames=40, videos=32,
+                  matmul=(256,), warmup_steps=1, train_steps=2, inference_secs=0.5),
+}
+PARTS = ("matmul", "train", "inference", "startup")
+TARGETS = "cached KD k=30 step <= 1.15x student k=30 step; inference k=30 >= 5x, k=6 >= 9x teacher; " \
+          "teacher training >= 80% of matmul"
+
+
+def log(message):
+  print("[bench_costs %6.1f s] %s" % (time.time() - START, message), flush=True)
+
+
+def matmul_rates(sizes, repeats=5):
+  """Best float32 GFLOP/s of an n x n matmul per size (TensorFlow, this machine's threads)."""
+  rates = {}
+  for n in sizes:
+    with tf.Graph().as_default():
+      a = tf.Variable(tf.random.normal([n, n]))
+      b = tf.Variable(tf.random.normal([n, n]))
+      product = tf.reduce_sum(tf.matmul(a, b))  # a scalar comes back: the copy-out is not timed
+      with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        sess.run(product)
+        best = min(_timed(lambda: sess.run(product)) for _ in range(repeats))
+    rates[n] = 2.0 * n ** 3 / best / 1e9
+  return rates
+
+
+def _timed(fn):
+  started = time.perf_counter()
+  fn()
+  return time.perf_counter() - started
+
+
+def common_flags(size, data_pattern):
+  return ["train.py", "--train_data_pattern=" + data_pattern, "--feature_names=rgb,audio",
+          "--feature_sizes=1024,128", "--num_classes=%d" % size["classes"], "--max_frames=%d" % size["frames"],
+          "--batch_size=%d" % size["batch"], "--groups=%d" % size["groups"],
+          "--nextvlad_cluster_size=%d" % size["clusters"], "--nextvlad_hidden_size=%d" % size["hidden"],
+          "--expansion=2", "--gating_reduction=8", "--drop_rate=0.5", "--num_epochs=0",
+          "--num_readers=4", "--shuffle_buffer=%d" % (2 * size["batch"]), "--log_every_steps=1000000"]
+
+
+def write_initial_run(train_dir, argv):
+  """A train_dir (model_flags.json + model.ckpt-0) of freshly initialised weights for the flags."""
+  train.FLAGS.unparse_flags()
+  train.FLAGS(argv)
+  model_flags = config.model_flags_from(train.FLAGS.flag_values_dict())
+  with tf.Graph().as_default():
+    shape = [1, config.frames_read(model_flags) or model_flags["max_frames"], 1152]
+    model_utils.build_model(model_flags, tf.zeros(shape), tf.ones([1], tf.int32), is_training=False)
+    tf.train.get_or_create_global_step()
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      tf.train.Saver().save(sess, os.path.join(train_dir, "model.ckpt"), global_step=0)
+  config.write_model_flags(train_dir, model_flags)
+  return model_flags
+
+
+def seconds_per_step(argv, warmup, steps):
+  """Mean seconds of a training step (after `warmup` steps) of train.prepare's graph for `argv`."""
+  train.FLAGS.unparse_flags()
+  train.FLAGS(argv)
+  run = train.prepare(train.FLAGS)
+  try:
+    for _ in range(warmup):
+      run.sess.run(run.fetch["train_op"])
+    return _timed(lambda: [run.sess.run(run.fetch["train_op"]) for _ in range(steps)]) / steps
+  finally:
+    run.sess.close()
+
+
+def inference_rate(train_dir, files, batch, seconds):
+  """Steady-state videos/s through inference.py's checkpoint path (reader, model, top-k): timed
+  from the third batch on, for `seconds` or until the data ends."""
+  opts = types.SimpleNamespace(train_dir=train_dir, checkpoint_file="", batch_size=batch, num_readers=4,
+                               top_k=20)
+  batches = inference._batches_from_checkpoint(opts, files)
+  next(batches)
+  next(batches)
+  steady_start, videos = time.perf_counter(), 0
+  for video_ids, _, _ in batches:
+    videos += len(video_ids)
+    if time.perf_counter() - steady_start >= seconds:
+      break
+  rate = videos / (time.perf_counter() - steady_start)
+  batches.close()
+  return rate
+
+
+def startup_phases(train_dir, files, batch):
+  """Seconds of each start-up phase of evaluation/inference (what eval.Evaluator and inference.py do
+  before their first batch): file validation, graph build, session, restore, first batch."""
+  model_flags = config.load_model_flags(train_dir)
+  checkpoint = model_utils.resolve_checkpoint(train_dir, "--train_dir")
+  phases = {}
+  phases["validate files"] = _timed(lambda: model_utils.make_reader(model_flags).validate_files(files))
+  graph = tf.Graph()
+  with graph.as_default():
+    started = time.perf_counter()
+    parts = model_utils.build_evaluation_graph(model_flags, files, batch)
+    phases["graph build"] = time.perf_counter() - started - phases["validate files"]
+  started = time.perf_counter()
+  sess = tf.Session(graph=graph)
+  phases["session"] = time.perf_counter() - started
+  phases["restore"] = _timed(lambda: parts["saver"].restore(sess, checkpoint))
+  phases["first batch"] = _timed(lambda: (sess.run(parts["iterator_init"]),
+                                          sess.run(parts["outputs"]["predictions"])))
+  sess.close()
+  return phases
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--small", action="store_true", help="A tiny model and data set (seconds).")
+  parser.add_argument("--parts", default=",".join(PARTS), help="Comma-separated subset of %s." % ",".join(PARTS))
+  parser.add_argument("--work_dir", default=None, help="Where to write data and runs (default: a temp dir).")
+  args = parser.parse_args(argv)
+  parts = args.parts.split(",")
+  if set(parts) - set(PARTS):
+    raise utils.InputError("--parts=%s: expected names from %s" % (args.parts, ",".join(PARTS)))
+  size = SIZES["small" if args.small else "full"]
+  work = args.work_dir or tempfile.mkdtemp(prefix="bench_costs_")
+  data_dir = os.path.join(work, "data")
+  os.makedirs(data_dir, exist_ok=True)
+  log("%s size: groups %d, clusters %d, hidden %d, %d classes, batch %d, %d videos of %d frames; %d cores; "
+      "work dir %s" % ("small" if args.small else "full", size["groups"], size["clusters"], size["hidden"],
+                       size["classes"], size["batch"], size["videos"], size["frames"], os.cpu_count(), work))
+  bench_readers.write_shards(data_dir, size["videos"], size["frames"], num_classes=size["classes"])
+  pattern = os.path.join(data_dir, "train*.tfrecord")
+  files = readers.resolve_files(pattern)
+  flags = common_flags(size, pattern)
+  roles = {"teacher": ["--model_type=teacher", "--k_frame=%d" % size["frames"]],
+           "student k=30": ["--model_type=student", "--k_frame=30"],
+           "student k=6": ["--model_type=student", "--k_frame=6"]}
+  runs, macs = {}, {}
+  for name, role in roles.items():
+    runs[name] = os.path.join(work, name.replace(" ", "_").replace("=", ""))
+    model_flags = write_initial_run(runs[name], flags + ["--train_dir=" + runs[name]] + role)
+    macs[name] = model_costs.count(model_flags, config.frames_read(model_flags))[1]
+  log("multiply-adds per video: " + ", ".join("%s %.3g" % item for item in macs.items()))
+
+  rows, results = [], {}
+  if "matmul" in parts:
+    rates = matmul_rates(size["matmul"])
+    results["matmul"] = max(rates.values())
+    log("matmul: " + ", ".join("%d^2 %.1f GFLOP/s" % item for item in rates.items()))
+    rows.append(("TensorFlow fp32 matmul " + " / ".join("%d²" % n for n in rates), "", "",
+                 " / ".join("%.1f" % r for r in rates.values()), "100% (best)"))
+  reference = results.get("matmul")
+
+  def row(what, per_sec, unit, flops_per_item):
+    gflops = per_sec * flops_per_item / 1e9
+    rows.append((what, "%.1f %s/s" % (per_sec, unit), "%.1f ms" % (1000.0 / per_sec), "%.1f" % gflops,
+                 "%.0f%%" % (100 * gflops / reference) if reference else "–"))
+    results[what] = per_sec
+
+  if "train" in parts:
+    cache_dir = os.path.join(work, "teacher_cache")
+    started = time.perf_counter()
+    cache_teacher.main(["cache_teacher.py", "--teacher_checkpoint=" + runs["teacher"],
+                        "--input_data_pattern=" + pattern, "--cache_dir=" + cache_dir,
+                        "--batch_size=%d" % size["batch"]])
+    cache_rate = size["videos"] / (time.perf_counter() - started)
+    trainings = [("train teacher", roles["teacher"], 6.0 * macs["teacher"]),
+                 ("train student k=30", roles["student k=30"], 6.0 * macs["student k=30"]),
+                 ("train student k=6", roles["student k=6"], 6.0 * macs["student k=6"]),
+                 ("train KD k=30, live teacher", ["--model_type=kd", "--k_frame=30",
+                                                  "--teacher_checkpoint=" + runs["teacher"]],
+                  6.0 * macs["student k=30"] + 2.0 * macs["teacher"]),
+                 ("train KD k=30, cached teacher", ["--model_type=kd", "--k_frame=30",
+                                                    "--teacher_cache=" + cache_dir],
+                  6.0 * macs["student k=30"])]
+    for what, role, flops in trainings:
+      train_dir = os.path.join(work, "train_" + what.split(" ", 1)[1].replace(" ", "_").replace(",", "").replace("=", ""))
+      step = seconds_per_step(flags + ["--train_dir=" + train_dir] + role, size["warmup_steps"], size["train_steps"])
+      log("%s: %.3f s/step" % (what, step))
+      row(what, size["batch"] / step, "examples", flops)
+    row("write teacher cache (once, whole pass)", cache_rate, "videos", 2.0 * macs["teacher"])
+
+  if "inference" in parts:
+    repeated = files * 50  # enough batches for the steady state; stopped after inference_secs
+    for name in roles:
+      rate = inference_rate(runs[name], repeated, size["batch"], size["inference_secs"])
+      log("inference %s: %.1f videos/s" % (name, rate))
+      row("inference %s (steady state)" % name, rate, "videos", 2.0 * macs[name])
+
+  if rows:
+    print("\n| what | rate | per item | GFLOP/s | of matmul |\n|---|---|---|---|---|")
+    for cells in rows:
+      print("| " + " | ".join(cells) + " |")
+  if "startup" in parts:
+    print("\n| start-up phase (eval/inference) | " + " | ".join(roles) + " |\n|---|" + "---|" * len(roles))
+    phases = {name: startup_phases(runs[name], files, size["batch"]) for name in roles}
+    for phase in phases["teacher"]:
+      print("| %s | %s |" % (phase, " | ".join("%.3f s" % phases[name][phase] for name in roles)))
+  ratios = []
+  if "train" in parts:
+    ratios.append(("cached KD k=30 step / student k=30 step", results["train student k=30"] /
+                   results["train KD k=30, cached teacher"], "<= 1.15", lambda r: r <= 1.15))
+    ratios.append(("live KD k=30 step / student k=30 step", results["train student k=30"] /
+                   results["train KD k=30, live teacher"], "", None))
+    if reference:
+      ratios.append(("teacher training / matmul rate", results["train teacher"] * 6.0 * macs["teacher"] / 1e9
+                     / reference, ">= 0.80", lambda r: r >= 0.8))
+  if "inference" in parts:
+    for k, target in ((30, 5.0), (6, 9.0)):
+      ratios.append(("inference k=%d / teacher videos/s" % k, results["inference student k=%d (steady state)" % k]
+                     / results["inference teacher (steady state)"], ">= %g" % target,
+                     lambda r, t=target: r >= t))
+  if ratios:
+    print("\n| ratio | measured | target |\n|---|---|---|")
+    for what, value, target, check in ratios:
+      verdict = "" if check is None else (" (met)" if check(value) else " (missed)")
+      print("| %s | %.2f | %s%s |" % (what, value, target or "–", verdict))
+  return results
+
+
+START = time.time()
+
+if __name__ == "__main__":
+  utils.run_cli(main, sys.argv[1:])

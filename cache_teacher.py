@@ -1,0 +1,166 @@
+"""Runs a frozen teacher once over training shards and writes its outputs, one cache shard per data
+shard, for serial KD runs that read them instead of running the teacher (train.py --teacher_cache=DIR).
+
+  python cache_teacher.py --teacher_checkpoint=RUN --input_data_pattern='/data/train*.tfrecord' \
+      --cache_dir=DIR [--cache_dtype=float16] [--cache_logits=False]
+
+The teacher is rebuilt from its own model_flags.json and reads its frames as a live KD teacher does
+(all frames, its own preprocessing) in inference mode. The format is described in teacher_cache.py.
+Each cache shard is written to a temporary name and renamed, then the manifest is updated: a run
+stopped part-way resumes at the first shard it had not finished. A directory holding a cache of
+another teacher checkpoint, dtype or set of outputs is refused.
+"""
+
+import os
+import sys
+import time
+
+import tensorflow.compat.v1 as tf
+
+import config
+import model_utils
+import readers
+import teacher_cache
+import utils
+from utils import InputError
+
+flags = tf.flags
+FLAGS = flags.FLAGS
+
+config.define_flag(flags.DEFINE_string, "teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir.")
+config.define_flag(flags.DEFINE_string, "input_data_pattern", "", "Glob(s) of the training shards to cache.")
+config.define_flag(flags.DEFINE_string, "cache_dir", "", "Directory of the cache shards and manifest.json.")
+config.define_flag(flags.DEFINE_string, "cache_dtype", "float32",
+                   "float32 (exactly the live teacher's values) or float16 (half the size).")
+config.define_flag(flags.DEFINE_bool, "cache_logits", True,
+                   "Also cache the teacher's logits (needed by --pred_loss=kl).")
+config.define_flag(flags.DEFINE_integer, "batch_size", 80, "Videos per teacher batch.")
+PROGRESS_SECS = 10.0
+
+
+def _manifest_header(checkpoint, teacher_flags, opts, sizes):
+  step = int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
+  return {"format": teacher_cache.FORMAT_VERSION, "teacher_checkpoint": os.path.abspath(checkpoint),
+          "global_step": step, "teacher_model_flags": teacher_flags, "dtype": opts.cache_dtype,
+          "sizes": sizes}
+
+
+def _open_manifest(cache_dir, header):
+  """The manifest of `cache_dir`: a new one, or the existing one if it was made with `header`."""
+  tf.io.gfile.makedirs(cache_dir)
+  if not tf.io.gfile.exists(teacher_cache.manifest_path(cache_dir)):
+    return dict(header, shards={})
+  existing = teacher_cache.TeacherCache(cache_dir, "--cache_dir").manifest
+  changed = ["%s %s (cache has %s)" % (key, header[key], existing.get(key))
+             for key in sorted(header) if header[key] != existing.get(key)]
+  if changed:
+    raise InputError("--cache_dir=%s holds a cache made otherwise: %s; use another --cache_dir"
+                     % (cache_dir, "; ".join(changed)))
+  return existing
+
+
+def _teacher_graph(teacher_flags, logits, batch_size):
+  """One shard at a time, in record order: (filename placeholder, iterator init, fetch, saver)."""
+  reader = model_utils.make_reader(teacher_flags)
+  filename = tf.placeholder(tf.string, [], name="shard")
+  parse = tf.autograph.experimental.do_not_convert(lambda r: reader.parse_record(filename, r, False))
+  dataset = tf.data.TFRecordDataset(filename).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+  iterator = tf.data.make_initializable_iterator(dataset.batch(batch_size).prefetch(2))
+  batch = iterator.get_next()
+  outputs = model_utils.build_model(teacher_flags, batch["video_matrix"], batch["num_frames"],
+                                    is_training=False)
+  fetch = {name: outputs[name] for name in teacher_cache.OUTPUTS if logits or name != "logits"}
+  fetch["video_ids"] = batch["video_ids"]
+  saver = tf.train.Saver(model_utils.scope_variables(config.role_scope(teacher_flags)))
+  return filename, iterator.initializer, fetch, saver, reader
+
+
+def run(opts):
+  """Writes the cache; returns its manifest."""
+  if not opts.cache_dir:
+    raise InputError("--cache_dir is empty: expected the directory to write the cache to")
+  if opts.cache_dtype not in teacher_cache.DTYPES:
+    raise InputError("--cache_dtype=%r: expected one of %s" % (opts.cache_dtype, ", ".join(teacher_cache.DTYPES)))
+  if not opts.teacher_checkpoint:
+    raise InputError("--teacher_checkpoint is empty: expected a teacher train_dir or checkpoint")
+  checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+  teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
+  if not teacher_flags["frame_features"] or config.frames_read(teacher_flags) is not None:
+    raise InputError("--teacher_checkpoint=%s reads %s frames: a cache holds a teacher that reads all frames "
+                     "of frame-level data (a KD teacher on the student's k frames runs live)"
+                     % (opts.teacher_checkpoint, teacher_flags["k_frame"]))
+  files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
+  names = [os.path.basename(f) for f in files]
+  if len(set(names)) != len(names):
+    twice = sorted({n for n in names if names.count(n) > 1})
+    raise InputError("--input_data_pattern=%s: file name %s occurs in several folders; cache shards pair "
+                     "with data shards by file name" % (opts.input_data_pattern, twice[0]))
+  graph = tf.Graph()
+  with graph.as_default():
+    filename, init, fetch, saver, reader = _teacher_graph(teacher_flags, opts.cache_logits, opts.batch_size)
+    sizes = {name: int(fetch[name].shape[-1]) for name in fetch if name != "video_ids"}
+  counts = reader.validate_files(files)
+  manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes))
+  done = lambda f, n: (os.path.basename(f) in manifest["shards"] and
+                       n in (None, manifest["shards"][os.path.basename(f)]["records"]) and
+                       tf.io.gfile.exists(teacher_cache.shard_path(opts.cache_dir, f)))
+  pending = [(f, n) for f, n in zip(files, counts) if not done(f, n)]
+  total = sum(n or 0 for _, n in pending)
+  tf.logging.info("Caching %s (step %d) over %d of %d shard(s), %d videos, into %s (%s).", checkpoint,
+                  manifest["global_step"], len(pending), len(files), total, opts.cache_dir, opts.cache_dtype)
+  graph.finalize()
+  with tf.Session(graph=graph) as sess:
+    saver.restore(sess, checkpoint)
+    start, written, last_log = time.time(), 0, time.time()
+    for index, (data_file, count) in enumerate(pending):
+      target = teacher_cache.shard_path(opts.cache_dir, data_file)
+      tmp, records = target + ".tmp", 0
+      sess.run(init, {filename: data_file})
+      try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+          while True:
+            try:
+              values = sess.run(fetch)
+            except tf.errors.OutOfRangeError:
+              break
+            for row, video_id in enumerate(values["video_ids"]):
+              writer.write(teacher_cache.encode(video_id, {name: values[name][row] for name in sizes},
+                                                opts.cache_dtype))
+            records += len(values["video_ids"])
+            written += len(values["video_ids"])
+            if time.time() - last_log >= PROGRESS_SECS:
+              _progress(index, len(pending), data_file, written, total, start)
+              last_log = time.time()
+      except BaseException as error:  # no half-written shard is left behind
+        if tf.io.gfile.exists(tmp):
+          tf.io.gfile.remove(tmp)
+        explained = readers.explain_data_error(error, [data_file]) if isinstance(error, tf.errors.OpError) else None
+        if explained is None:
+          raise
+        raise explained
+      tf.io.gfile.rename(tmp, target, overwrite=True)
+      manifest["shards"][os.path.basename(data_file)] = {"records": records, "source": data_file}
+      utils.write_json_atomic(teacher_cache.manifest_path(opts.cache_dir), manifest)
+      _progress(index, len(pending), data_file, written, total, start)
+  tf.logging.info("Cache %s complete: %d shard(s), %d videos.", opts.cache_dir, len(manifest["shards"]),
+                  sum(s["records"] for s in manifest["shards"].values()))
+  return manifest
+
+
+def _progress(index, shards, data_file, written, total, start):
+  rate = written / max(time.time() - start, 1e-9)
+  eta = (total - written) / rate if rate > 0 and total >= written else 0
+  tf.logging.info("shard %d/%d %s | %d/%d videos | %.0f videos/sec | ETA %s", index + 1, shards,
+                  os.path.basename(data_file), written, total, rate, time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+
+def main(argv):
+  FLAGS.unparse_flags()
+  FLAGS(argv)
+  utils.setup_logging()
+  return run(FLAGS)
+
+
+if __name__ == "__main__":
+  tf.disable_v2_behavior()
+  utils.run_cli(main, sys.argv)
