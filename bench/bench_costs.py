@@ -126,11 +126,12 @@ def inference_rate(train_dir, files, batch, seconds):
   from the third batch on, for `seconds` or until the data ends."""
   opts = types.SimpleNamespace(train_dir=train_dir, checkpoint_file="", batch_size=batch, num_readers=4,
                                top_k=20)
-  batches = inference._batches_from_checkpoint(opts, files)
+  batches = inference._batches_from_checkpoint(opts, files, config.load_model_flags(train_dir),
+                                               tf.train.latest_checkpoint(train_dir))
   next(batches)
   next(batches)
   steady_start, videos = time.perf_counter(), 0
-  for video_ids, _, _ in batches:
+  for video_ids, _, _, _ in batches:
     videos += len(video_ids)
     if time.perf_counter() - steady_start >= seconds:
       break

@@ -43,13 +43,13 @@ def write_shards(folder, videos, frames, shards=4, num_classes=3862):
 class DecodeAllThenGather(readers.YT8MFrameFeatureReader):
   """The naive student reader: decodes and dequantizes every frame, then keeps k."""
 
-  def _matrix(self, filename, video_id, sequence, length, k, method):
+  def _matrix(self, filename, video_id, sequence, length, k, method, training):
     all_frames, count = super(DecodeAllThenGather, self)._matrix(
-        filename, video_id, sequence, length, self.max_frames, "first")
+        filename, video_id, sequence, length, self.max_frames, "first", training)
     indices, k_count = readers.sample_frame_indices(length, k, method, self.max_frames)
     padded = tf.concat([all_frames, tf.zeros([1, sum(self.feature_sizes)])], 0)
     matrix = tf.gather(padded, tf.minimum(indices, self.max_frames))
-    matrix.set_shape([k, sum(self.feature_sizes)])
+    matrix.set_shape([readers.sampled_frame_count(k, method, self.max_frames), sum(self.feature_sizes)])
     return matrix, k_count
 
 

@@ -194,10 +194,11 @@ def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
   with pytest.raises(InputError, match="needs frame-level data"):
     kd("--frame_features=False")
   assert not os.path.exists(str(tmp_path / "bad" / "checkpoint"))
-  # Without L_rep, a smaller student is a valid distillation target, and only its own penalty counts.
+  # Without L_rep, a smaller student is a valid distillation target; with --kd_regularization only its
+  # own penalty counts (the seed's KD loss, the default, has none: tests/test_fidelity.py).
   run = _prepare(train_args(frame_data, tmp_path / "small", "--model_type=kd", "--k_frame=4",
                             "--teacher_checkpoint=" + str(teacher_dir), "--nextvlad_hidden_size=16",
-                            "--rep_weight=0", "--max_steps=1"))
+                            "--rep_weight=0", "--max_steps=1", "--kd_regularization"))
   with run.graph.as_default():
     penalties = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
     student_penalty = [p for p in penalties if "/student/" in p.name]
@@ -205,3 +206,21 @@ def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
     own = run.sess.run(tf.add_n(student_penalty))
   assert run.sess.run(run.fetch["losses"]["regularization"]) == pytest.approx(own, rel=1e-6)
   run.close()
+
+
+def test_seed_kd_loss_has_no_penalty_and_a_training_mode_teacher_moves_its_statistics(
+    frame_data, teacher_dir, tmp_path):
+  """--kd_teacher_is_training builds the teacher as the seed did: its batch-norm moving statistics
+  follow the batches during KD while its weights stay frozen; and by default the KD loss is the seed's,
+  without the student's L2 penalty."""
+  run = _prepare(train_args(frame_data, tmp_path / "seedkd", "--model_type=kd", "--k_frame=4",
+                            "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=3",
+                            "--kd_teacher_is_training"))
+  assert "regularization" not in run.fetch["losses"]
+  before = _values(run, "teacher/", local=True)
+  assert train.train_loop(run) == 3
+  after = _values(run, "teacher/", local=True)
+  run.close()
+  moved = sorted(n for n in before if not np.array_equal(before[n], after[n]))
+  assert moved and all("/moving_" in n for n in moved)
+  assert len(moved) == len([n for n in before if "/moving_" in n])

@@ -180,7 +180,7 @@ def test_float32_cache_gives_the_live_teacher_kd_terms(frame_data, teacher_dir, 
     cached = {name: value for name, value in batch.items() if not name.startswith("full_")}
     results[dtype] = _kd_terms(student_flags, teacher_flags, cached, student_values=student_values,
                                pred_loss=pred_loss)
-  assert sorted(live) == ["ce", "pred", "regularization", "rep", "total"]
+  assert sorted(live) == ["ce", "pred", "rep", "total"]   # the seed's KD loss: no L2 term
   np.testing.assert_allclose(results["float32"][1], live_teacher, rtol=1e-6, atol=1e-6)
   for name, value in live.items():
     assert abs(results["float32"][0][name] - value) <= 1e-6 * max(1.0, abs(value)), (name, value)

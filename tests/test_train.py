@@ -114,11 +114,14 @@ def test_two_towers_average_to_one_tower_gradients():
                frame_sampling="uniform", video_level_classifier_model="LogisticModel", groups=2,
                nextvlad_cluster_size=4, nextvlad_hidden_size=8, expansion=2, gating_reduction=2,
                drop_rate=0.0, l2_penalty=1e-3, moe_num_mixtures=2, input_preprocessing="l2",
-               eigenvals_path="", label_loss="CrossEntropyLoss")
+               eigenvals_path="", label_loss="CrossEntropyLoss", weight_init="slim",
+               batchnorm_decay=0.999, bn_mask_padding=False, gradient_clipping="per_variable",
+               kd_regularization=False, kd_teacher_is_training=False, mix_number=3, cl_temperature=2.0,
+               cl_lambda=1.0)
   model_flags = config.model_flags_from(flags)
   opts = argparse_namespace(batch_size=8, base_learning_rate=0.1, learning_rate_decay=0.9,
                             learning_rate_decay_examples=1e6, clip_gradient_norm=0.0,
-                            regularization_penalty=1.0)
+                            gradient_clipping="per_variable", regularization_penalty=1.0)
   gradients = []
   for devices, per_tower in ((["/cpu:0"], 8), (["/cpu:0", "/cpu:0"], 4)):
     with tf.Graph().as_default():
