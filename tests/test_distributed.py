@@ -41,27 +41,32 @@ def _starter(cluster, args, log_dir):
   return start
 
 
-def _steps_run(log):
-  return int(log.split("Training stopped at global step")[1].split("; ")[1].split(" steps")[0])
-
-
-def test_ps_and_two_workers_train_a_checkpoint_eval_reads(frame_data, tmp_path):
-  cluster = _cluster()
-  train_dir = tmp_path / "dist"
-  args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
-      frame_data, train_dir, "--model_type=teacher", "--max_steps=400", "--log_every_steps=50")[1:]
-  start = _starter(cluster, args, tmp_path)
+def run_ps_and_two_workers(args, log_dir):
+  """Runs train.py `args` as 1 ps + 2 workers on loopback until both workers end; their logs."""
+  start = _starter(_cluster(), args, log_dir)
   ps = start("ps", 0)
   try:
     workers = [start("worker", 0), start("worker", 1)]
     deadline = time.time() + 240
     for worker in workers:
       worker.wait(timeout=max(1, deadline - time.time()))
-    logs = [open(str(tmp_path / ("worker%d.log" % i))).read() for i in range(2)]
+    logs = [open(str(log_dir / ("worker%d.log" % i))).read() for i in range(2)]
     assert [w.returncode for w in workers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
   finally:
     ps.kill()
     ps.wait()
+  return logs
+
+
+def _steps_run(log):
+  return int(log.split("Training stopped at global step")[1].split("; ")[1].split(" steps")[0])
+
+
+def test_ps_and_two_workers_train_a_checkpoint_eval_reads(frame_data, tmp_path):
+  train_dir = tmp_path / "dist"
+  args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
+      frame_data, train_dir, "--model_type=teacher", "--max_steps=400", "--log_every_steps=50")[1:]
+  logs = run_ps_and_two_workers(args, tmp_path)
   checkpoint = tf.train.latest_checkpoint(str(train_dir))
   assert checkpoint is not None and int(checkpoint.rsplit("-", 1)[1]) >= 400
   steps_by_worker = [_steps_run(log) for log in logs]

@@ -4,7 +4,6 @@ running the teacher (train.py --teacher_cache), with the live teacher's loss ter
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -19,7 +18,7 @@ import readers
 import teacher_cache
 import train
 from conftest import ROOT
-from test_distributed import _free_ports
+from test_distributed import run_ps_and_two_workers
 from test_train import train_args
 from utils import InputError
 
@@ -283,29 +282,11 @@ def test_cache_refusals_are_one_line_errors_before_training(frame_data, teacher_
 
 
 def test_distributed_workers_read_the_cache(frame_data, caches, tmp_path):
-  ps_port, w0, w1 = _free_ports(3)
-  cluster = {"ps": ["127.0.0.1:%d" % ps_port], "worker": ["127.0.0.1:%d" % w0, "127.0.0.1:%d" % w1]}
   train_dir = tmp_path / "dist_cached_kd"
   args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
       frame_data, train_dir, "--model_type=kd", "--k_frame=4", "--teacher_cache=" + caches["float16"],
       "--max_steps=60", "--log_every_steps=1")[1:]   # every worker logs its loss terms
-
-  def start(task_type, index):
-    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}}),
-               CUDA_VISIBLE_DEVICES="")
-    log = open(str(tmp_path / ("%s%d.log" % (task_type, index))), "w")
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-  ps = start("ps", 0)
-  try:
-    workers = [start("worker", 0), start("worker", 1)]
-    deadline = time.time() + 240
-    for worker in workers:
-      worker.wait(timeout=max(1, deadline - time.time()))
-    logs = [open(str(tmp_path / ("worker%d.log" % i))).read() for i in range(2)]
-    assert [w.returncode for w in workers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-  finally:
-    ps.kill()
-    ps.wait()
+  logs = run_ps_and_two_workers(args, tmp_path)
   for log in logs:
     assert "Teacher outputs read from --teacher_cache=" in log and " pred " in log and " rep " in log
     assert int(log.split("Training stopped at global step")[1].split("; ")[1].split(" steps")[0]) > 0
