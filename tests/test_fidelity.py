@@ -13,6 +13,7 @@ import layers
 import model_utils
 import readers
 import seed_numpy
+import test_models
 import train
 
 tf.disable_v2_behavior()
@@ -35,13 +36,9 @@ def _forward(model_flags, frames, valid, is_training, rng):
     num_frames = tf.placeholder(tf.int32, [None])
     outputs = model_utils.build_model(model_flags, inputs, num_frames, is_training=is_training)
     with tf.Session() as sess:
-      weights = {}
-      for var in tf.global_variables():
-        value = rng.randn(*var.shape.as_list()).astype(np.float32) * 0.5
-        if var.op.name.endswith("moving_variance"):
-          value = np.abs(value) + 0.5
-        var.load(value, sess)
-        weights[import_checkpoint.seed_name(var.op.name.split("/", 1)[1])] = value.astype(np.float64)
+      values = test_models.randomise(sess, tf.global_variables(), rng)
+      weights = {import_checkpoint.seed_name(name): value.astype(np.float64)
+                 for name, value in values.items()}
       return sess.run(outputs, {inputs: frames, num_frames: valid}), weights
 
 

@@ -60,7 +60,7 @@ def test_seed_configuration_parameter_counts():
     assert len(tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)) == 1
 
 
-def _randomise(sess, variables, rng):
+def randomise(sess, variables, rng):
   """Random values everywhere (variances positive) so every parameter matters in the comparison."""
   values = {}
   for var in variables:
@@ -127,7 +127,7 @@ def test_nextvlad_matches_numpy_definition():
     frames, num_frames, outputs = _build(dict(SMALL_HPARAMS, input_preprocessing="l2"), SMALL_CLASSES,
                                          is_training=False)
     with tf.Session() as sess:
-      params = _randomise(sess, tf.global_variables(), rng)
+      params = randomise(sess, tf.global_variables(), rng)
       got = sess.run(outputs, {frames: video, num_frames: valid})
   for b in range(3):
     representation, logits = _np_model(video[b].astype(np.float64), valid[b], params, SMALL_HPARAMS)
@@ -154,7 +154,7 @@ def test_padded_frames_do_not_change_the_output(is_training):
     frames, num_frames, outputs = _build(dict(SMALL_HPARAMS, bn_mask_padding=True), SMALL_CLASSES,
                                          is_training=is_training)
     with tf.Session() as sess:
-      _randomise(sess, tf.global_variables(), rng)
+      randomise(sess, tf.global_variables(), rng)
       results = [sess.run(outputs, {frames: x, num_frames: valid}) for x in (video, long_video, garbage)]
   for other in results[1:]:
     for key in ("logits", "predictions", "representation"):
