@@ -25,16 +25,14 @@ import utils
 from utils import InputError
 
 flags = tf.flags
-FLAGS = flags.FLAGS
 
-config.define_flag(flags.DEFINE_string, "teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir.")
-config.define_flag(flags.DEFINE_string, "input_data_pattern", "", "Glob(s) of the training shards to cache.")
-config.define_flag(flags.DEFINE_string, "cache_dir", "", "Directory of the cache shards and manifest.json.")
-config.define_flag(flags.DEFINE_string, "cache_dtype", "float32",
-                   "float32 (exactly the live teacher's values) or float16 (half the size).")
-config.define_flag(flags.DEFINE_bool, "cache_logits", True,
-                   "Also cache the teacher's logits (needed by --pred_loss=kl).")
-config.define_flag(flags.DEFINE_integer, "batch_size", 80, "Videos per teacher batch.")
+# --teacher_checkpoint, --input_data_pattern (the training shards to cache) and --batch_size (videos
+# per teacher batch) are config.py's.
+flags.DEFINE_string("cache_dir", "", "Directory of the cache shards and manifest.json.")
+flags.DEFINE_enum("cache_dtype", "float32", list(teacher_cache.DTYPES),
+                  "float32 (exactly the live teacher's values) or float16 (half the size).",
+                  case_sensitive=False)
+flags.DEFINE_bool("cache_logits", True, "Also cache the teacher's logits (needed by --pred_loss=kl).")
 PROGRESS_SECS = 10.0
 
 
@@ -79,8 +77,6 @@ def run(opts):
   """Writes the cache; returns its manifest."""
   if not opts.cache_dir:
     raise InputError("--cache_dir is empty: expected the directory to write the cache to")
-  if opts.cache_dtype not in teacher_cache.DTYPES:
-    raise InputError("--cache_dtype=%r: expected one of %s" % (opts.cache_dtype, ", ".join(teacher_cache.DTYPES)))
   if not opts.teacher_checkpoint:
     raise InputError("--teacher_checkpoint is empty: expected a teacher train_dir or checkpoint")
   checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
@@ -118,11 +114,7 @@ def run(opts):
       sess.run(init, {filename: data_file})
       try:
         with tf.io.TFRecordWriter(tmp) as writer:
-          while True:
-            try:
-              values = sess.run(fetch)
-            except tf.errors.OutOfRangeError:
-              break
+          for values in readers.read_batches(sess, fetch, [data_file], reader):
             for row, video_id in enumerate(values["video_ids"]):
               writer.write(teacher_cache.encode(video_id, {name: values[name][row] for name in sizes},
                                                 opts.cache_dtype))
@@ -131,13 +123,10 @@ def run(opts):
             if time.time() - last_log >= PROGRESS_SECS:
               _progress(index, len(pending), data_file, written, total, start)
               last_log = time.time()
-      except BaseException as error:  # no half-written shard is left behind
+      except BaseException:  # no half-written shard is left behind
         if tf.io.gfile.exists(tmp):
           tf.io.gfile.remove(tmp)
-        explained = readers.explain_data_error(error, [data_file]) if isinstance(error, tf.errors.OpError) else None
-        if explained is None:
-          raise
-        raise explained
+        raise
       tf.io.gfile.rename(tmp, target, overwrite=True)
       manifest["shards"][os.path.basename(data_file)] = {"records": records, "source": data_file}
       utils.write_json_atomic(teacher_cache.manifest_path(opts.cache_dir), manifest)
@@ -154,13 +143,7 @@ def _progress(index, shards, data_file, written, total, start):
                   os.path.basename(data_file), written, total, rate, time.strftime("%H:%M:%S", time.gmtime(eta)))
 
 
-def main(argv):
-  FLAGS.unparse_flags()
-  FLAGS(argv)
-  utils.setup_logging()
-  return run(FLAGS)
-
+main = utils.flag_program(run)
 
 if __name__ == "__main__":
-  tf.disable_v2_behavior()
   utils.run_cli(main, sys.argv)

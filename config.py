@@ -1,14 +1,24 @@
-"""Flags shared by train/eval/inference/export, and `model_flags.json`: what rebuilds a run's graph.
+"""Every flag that two programs share, defined once, and `model_flags.json`: what rebuilds a run's graph.
 
 The flag names are the YouTube-8M starter code's and the seed's, so their command lines run as written.
+Each program imports this module and defines only the flags no other program has; absl refuses a
+second definition of a name (DuplicateFlagError at import), so a flag cannot be redefined with
+another default or type. Values are checked by absl when the command line is parsed: enums
+(case-insensitive), integer bounds and the validators below. A bad value is one `error: ...` line
+(exit status 2) before anything is built or written.
 """
 
-import json
+import math
 import os
 
 import tensorflow.compat.v1 as tf
 
+import frame_level_models
+import layers
+import losses
+import readers
 import utils
+import video_level_models
 from utils import InputError
 
 flags = tf.flags
@@ -17,95 +27,135 @@ FLAGS = flags.FLAGS
 MODEL_FLAGS_FILE = "model_flags.json"
 DEFAULT_K_FRAME = 300  # --k_frame's default; a teacher at this value reads all --max_frames frames
 MODEL_TYPES = ("teacher", "student", "kd")
+GRADIENT_CLIPPING = ("per_variable", "global")
 # Everything needed to rebuild a run's model and input; written at training start, checked on resume.
 MODEL_FLAG_NAMES = (
     "model_type", "model", "frame_features", "feature_names", "feature_sizes", "num_classes",
     "max_frames", "k_frame", "frame_sampling", "video_level_classifier_model", "groups",
     "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate",
     "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss",
-    "weight_init", "batchnorm_decay", "bn_mask_padding", "gradient_clipping", "kd_regularization",
-    "kd_teacher_is_training", "mix_number", "cl_temperature", "cl_lambda")
+    "weight_init", "batchnorm_decay", "bn_mask_padding", "batchnorm_variance", "gradient_clipping",
+    "kd_regularization", "kd_teacher_is_training", "mix_number", "cl_temperature", "cl_lambda")
 # Values the code had before a flag existed: a model_flags.json written then lacks the key and is
 # rebuilt (and resumed) the way it was trained.
 LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask_padding": True,
                       "gradient_clipping": "global", "kd_regularization": True,
                       "kd_teacher_is_training": False, "mix_number": 3, "cl_temperature": 2.0,
-                      "cl_lambda": 1.0}
+                      "cl_lambda": 1.0, "batchnorm_variance": "biased"}
 
 
-def define_flag(define, name, *args, **kwargs):
-  """Defines a flag unless a module imported earlier did (train, eval and inference share names)."""
-  if name not in FLAGS:
-    define(name, *args, **kwargs)
+def _finite(value):
+  return value is not None and math.isfinite(value)
 
 
-def define_data_flags():
-  """Input flags (starter names)."""
-  define_flag(flags.DEFINE_string, "feature_names", "rgb,audio", "Comma-separated feature names.")
-  define_flag(flags.DEFINE_string, "feature_sizes", "1024,128", "Comma-separated feature sizes.")
-  define_flag(flags.DEFINE_bool, "frame_features", True,
-               "True: frame-level SequenceExample shards; False: video-level Example shards.")
-  define_flag(flags.DEFINE_integer, "num_classes", 3862, "Number of classes (2018: 3862, 2017: 4716).")
-  define_flag(flags.DEFINE_integer, "max_frames", 300, "Frames kept per video (the first ones).")
-  define_flag(flags.DEFINE_integer, "num_readers", 8, "Shards read in parallel.")
-  define_flag(flags.DEFINE_integer, "batch_size", 80, "Videos per batch (per tower when training).")
+def define_float(name, default, help_text, check, expected):
+  """A float flag whose value must be finite and satisfy `check` (absl validator, message `expected`)."""
+  flags.DEFINE_float(name, default, help_text)
+  flags.register_validator(name, lambda value: _finite(value) and check(value),
+                           message="expected " + expected)
 
 
-def define_model_flags():
-  """Architecture and role flags (the seed's NeXtVLAD flags plus the distillation roles)."""
-  define_data_flags()
-  define_flag(flags.DEFINE_string, "model_type", "teacher",
-               "teacher (all frames), student (k frames) or kd (student distilled from a teacher); "
-               "case-insensitive.")
-  define_flag(flags.DEFINE_string, "model", "NeXtVLADModel", "Model class name.")
-  define_flag(flags.DEFINE_integer, "k_frame", DEFAULT_K_FRAME,
-               "Frames a student reads (a teacher reads all unless k_frame < max_frames).")
-  define_flag(flags.DEFINE_string, "frame_sampling", "strided",
-               "How a student picks its k frames: strided (the seed's positions 0:max_frames:"
-               "max_frames//k of the padded window), uniform (k spread over the video's own frames, "
-               "the paper's uniform-k), random, first, middle, last, first_middle_last.")
-  define_flag(flags.DEFINE_string, "video_level_classifier_model", "LogisticModel",
-               "Classifier on top of the frame model: LogisticModel or MoeModel.")
-  define_flag(flags.DEFINE_integer, "groups", 8, "NeXtVLAD groups G.")
-  define_flag(flags.DEFINE_integer, "nextvlad_cluster_size", 128, "NeXtVLAD clusters K.")
-  define_flag(flags.DEFINE_integer, "nextvlad_hidden_size", 2048, "Hidden (representation) size H.")
-  define_flag(flags.DEFINE_integer, "expansion", 2, "NeXtVLAD expansion factor.")
-  define_flag(flags.DEFINE_integer, "gating_reduction", 8, "Context gating reduction r.")
-  define_flag(flags.DEFINE_float, "drop_rate", 0.5, "Dropout rate before the hidden layer.")
-  define_flag(flags.DEFINE_float, "l2_penalty", 1e-5, "L2 penalty of the classifier weights.")
-  define_flag(flags.DEFINE_integer, "moe_num_mixtures", 2, "Experts of MoeModel.")
-  define_flag(flags.DEFINE_string, "input_preprocessing", "whiten",
-               "whiten (the seed's NeXtVLAD reverse whitening of rgb), l2 (per-frame L2 "
-               "normalisation, the starter's) or none.")
-  define_flag(flags.DEFINE_string, "eigenvals_path", "",
-               "eigenvals.npy for --input_preprocessing=whiten (default: the bundled yt8m_pca copy).")
-  define_flag(flags.DEFINE_string, "weight_init", "slim",
-               "Weight initialiser: slim (the seed's variance scaling: factor 2, fan-in, truncated "
-               "normal) or glorot (Glorot uniform; cluster weights and centres N(0, 1/fan_in)).")
-  define_flag(flags.DEFINE_float, "batchnorm_decay", 0.999,
-               "Moving-average decay of the batch-norm statistics (slim's and the seed's 0.999).")
-  define_flag(flags.DEFINE_bool, "bn_mask_padding", False,
-               "Leave padded frames out of the NeXtVLAD assignment batch norm's statistics (the seed "
-               "counts them).")
-  define_flag(flags.DEFINE_integer, "mix_number", 3, "MixNeXtVladModel: NeXtVLAD branches mixed.")
-  define_flag(flags.DEFINE_float, "cl_temperature", 2.0,
-              "MixNeXtVladModel: softmax temperature of the branches' collaborative-learning KL.")
-  define_flag(flags.DEFINE_float, "cl_lambda", 1.0,
-              "MixNeXtVladModel: weight of that KL term (a regularisation loss).")
-  define_flag(flags.DEFINE_string, "label_loss", "CrossEntropyLoss", "Label loss class name.")
+def _enum(name, default, values, help_text):
+  flags.DEFINE_enum(name, default, list(values), help_text, case_sensitive=False)
+
+
+# -- input ------------------------------------------------------------------------------------------------
+flags.DEFINE_string("feature_names", "rgb,audio", "Comma-separated feature names.")
+flags.DEFINE_string("feature_sizes", "1024,128", "Comma-separated feature sizes.")
+flags.DEFINE_bool("frame_features", True,
+                  "True: frame-level SequenceExample shards; False: video-level Example shards.")
+flags.DEFINE_integer("num_classes", 3862, "Number of classes (2018: 3862, 2017: 4716).", lower_bound=1)
+flags.DEFINE_integer("max_frames", 300, "Frames kept per video (the first ones).", lower_bound=1)
+flags.DEFINE_integer("num_readers", 8, "Shards read in parallel.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 80, "Videos per batch (per tower when training).", lower_bound=1)
+
+# -- the model and its role -----------------------------------------------------------------------------
+_enum("model_type", "teacher", MODEL_TYPES,
+      "teacher (all frames), student (k frames) or kd (student distilled from a teacher); "
+      "case-insensitive.")
+flags.DEFINE_string("model", "NeXtVLADModel", "Model class name (model_utils.MODELS).")
+flags.DEFINE_integer("k_frame", DEFAULT_K_FRAME,
+                     "Frames a student reads (a teacher reads all unless k_frame < max_frames).",
+                     lower_bound=1)
+_enum("frame_sampling", "strided", readers.FRAME_SAMPLING_METHODS,
+      "How a student picks its k frames: strided (the seed's positions 0:max_frames:max_frames//k "
+      "of the padded window), uniform (k spread over the video's own frames, the paper's "
+      "uniform-k), random, first, middle, last, first_middle_last.")
+_enum("video_level_classifier_model", "LogisticModel", sorted(video_level_models.CLASSIFIERS),
+      "Classifier on top of the frame model.")
+flags.DEFINE_integer("groups", 8, "NeXtVLAD groups G.", lower_bound=1)
+flags.DEFINE_integer("nextvlad_cluster_size", 128, "NeXtVLAD clusters K.", lower_bound=1)
+flags.DEFINE_integer("nextvlad_hidden_size", 2048, "Hidden (representation) size H.", lower_bound=1)
+flags.DEFINE_integer("expansion", 2, "NeXtVLAD expansion factor.", lower_bound=1)
+flags.DEFINE_integer("gating_reduction", 8, "Context gating reduction r.", lower_bound=1)
+define_float("drop_rate", 0.5, "Dropout rate before the hidden layer.", lambda v: 0 <= v < 1,
+             "a rate in [0, 1)")
+define_float("l2_penalty", 1e-5, "L2 penalty of the classifier weights.", lambda v: v >= 0, "0 or more")
+flags.DEFINE_integer("moe_num_mixtures", 2, "Experts of MoeModel.", lower_bound=1)
+_enum("input_preprocessing", "whiten", frame_level_models.PREPROCESSING,
+      "whiten (the seed's NeXtVLAD reverse whitening of rgb), l2 (per-frame L2 normalisation, the "
+      "starter's) or none.")
+flags.DEFINE_string("eigenvals_path", "",
+                    "eigenvals.npy for --input_preprocessing=whiten (default: the bundled yt8m_pca copy).")
+_enum("weight_init", "slim", layers.WEIGHT_INITS,
+      "Weight initialiser: slim (the seed's variance scaling: factor 2, fan-in, truncated normal) or "
+      "glorot (Glorot uniform; cluster weights and centres N(0, 1/fan_in)).")
+define_float("batchnorm_decay", 0.999,
+             "Moving-average decay of the batch-norm statistics (slim's and the seed's 0.999).",
+             lambda v: 0 <= v < 1, "a decay in [0, 1)")
+flags.DEFINE_bool("bn_mask_padding", False,
+                  "Leave padded frames out of the NeXtVLAD assignment batch norm's statistics (the seed "
+                  "counts them).")
+_enum("batchnorm_variance", "seed", layers.BATCHNORM_VARIANCE,
+      "Batch variance the moving variance moves towards: seed (as the seed's slim layers: the fused "
+      "ones, context gating and the mixture weights, use the unbiased n/(n-1) variance, the others "
+      "the biased one) or biased (every layer the biased variance).")
+flags.DEFINE_integer("mix_number", 3, "MixNeXtVladModel: NeXtVLAD branches mixed.", lower_bound=1)
+define_float("cl_temperature", 2.0,
+             "MixNeXtVladModel: softmax temperature of the branches' collaborative-learning KL.",
+             lambda v: v > 0, "a positive temperature")
+define_float("cl_lambda", 1.0, "MixNeXtVladModel: weight of that KL term (a regularisation loss).",
+             lambda v: v >= 0, "0 (off) or more")
+_enum("label_loss", "CrossEntropyLoss", sorted(losses.LOSSES), "Label loss class name.")
+_enum("gradient_clipping", "per_variable", GRADIENT_CLIPPING,
+      "per_variable: each variable's averaged gradient clipped to --clip_gradient_norm (the seed's); "
+      "global: all gradients scaled together to that global norm.")
+flags.DEFINE_bool("kd_regularization", False,
+                  "Add the student's L2 penalty to the KD loss (the seed's KD loss has none).")
+flags.DEFINE_bool("kd_teacher_is_training", False,
+                  "Build the serial KD teacher in training mode like the seed (dropout, batch statistics, "
+                  "its moving statistics updated during KD); default: inference mode, bitwise frozen.")
+
+
+@flags.multi_flags_validator(["k_frame", "max_frames", "model_type", "frame_features"])
+def _k_frame_fits(values):
+  """A student reads at most the frames kept per video; a teacher's default reads all of them."""
+  k, max_frames = values["k_frame"], values["max_frames"]
+  if values["frame_features"] and k > max_frames and not (
+      values["model_type"] == "teacher" and k == DEFAULT_K_FRAME):
+    raise flags.ValidationError("--k_frame=%d: expected at most --max_frames=%d (the frames kept per "
+                                "video); a teacher reads all of them by default" % (k, max_frames))
+  return True
+
+
+# -- runs and files -------------------------------------------------------------------------------------
+flags.DEFINE_string("train_dir", "/tmp/yt8m_model/",
+                    "The run: checkpoints, model_flags.json, summaries (train.py writes it; eval.py, "
+                    "inference.py and export_model.py read it).")
+flags.DEFINE_string("checkpoint_file", "", "A checkpoint of --train_dir (default: the latest).")
+flags.DEFINE_string("teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir.")
+flags.DEFINE_string("input_data_pattern", "", "Glob(s) of the shards to read, comma-separated.")
+flags.DEFINE_integer("top_k", 20, "Classes per video kept (GAP/mAP in eval, the CSV, the export).",
+                     lower_bound=1)
 
 
 def model_flags_from(values):
   """The MODEL_FLAG_NAMES subset of a flag dict, normalised (lower-case role, parsed feature lists)."""
   result = {name: values[name] for name in MODEL_FLAG_NAMES}
   result["model_type"] = str(result["model_type"]).lower()
-  if result["model_type"] not in MODEL_TYPES:
-    raise InputError("--model_type=%r: expected one of teacher, student, kd" % values["model_type"])
   names, sizes = utils.get_list_of_feature_names_and_sizes(values["feature_names"],
                                                            values["feature_sizes"])
   result["feature_names"], result["feature_sizes"] = names, sizes
-  if result["frame_features"] and not 0 < result["k_frame"]:
-    raise InputError("--k_frame=%s: expected a positive number of frames" % result["k_frame"])
   return result
 
 
@@ -131,12 +181,15 @@ def write_model_flags(train_dir, model_flags):
 
 def load_model_flags(train_dir):
   """Reads train_dir/model_flags.json (keys it predates get LEGACY_MODEL_FLAGS); InputError naming the
-  file if it is missing."""
+  file if it is missing or is not the JSON object train.py writes."""
   path = os.path.join(train_dir, MODEL_FLAGS_FILE)
   if not tf.io.gfile.exists(path):
     raise InputError("%s not found: expected a train_dir written by train.py" % path)
-  with tf.io.gfile.GFile(path) as f:
-    return dict(LEGACY_MODEL_FLAGS, **json.load(f))
+  recorded = utils.read_json(path, "the model flags train.py writes")
+  missing = [name for name in ("model_type", "model", "num_classes") if name not in recorded]
+  if missing:
+    raise InputError("%s lacks %s: expected the model flags train.py writes" % (path, ", ".join(missing)))
+  return dict(LEGACY_MODEL_FLAGS, **recorded)
 
 
 def check_passed_flags(model_flags, flag_values, train_dir):
@@ -145,12 +198,10 @@ def check_passed_flags(model_flags, flag_values, train_dir):
   InputError naming both values otherwise); flags that the run did not record are accepted."""
   conflicts = []
   for name in MODEL_FLAG_NAMES:
-    if name not in flag_values or not flag_values[name].present or name not in model_flags:
+    if not flag_values[name].present or name not in model_flags:
       continue
     given, recorded = flag_values[name].value, model_flags[name]
-    if name == "model_type":
-      given = str(given).lower()
-    elif name in ("feature_names", "feature_sizes"):
+    if name in ("feature_names", "feature_sizes"):
       given = utils.get_list_of_feature_names_and_sizes(
           flag_values["feature_names"].value, flag_values["feature_sizes"].value)[
               0 if name == "feature_names" else 1]

@@ -23,17 +23,14 @@ import readers
 import utils
 
 flags = tf.flags
-FLAGS = flags.FLAGS
 
-config.define_model_flags()   # accepted as the starter's scripts pass them; checked against the run
-config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The train_dir to evaluate.")
-config.define_flag(flags.DEFINE_string, "eval_data_pattern", "", "Glob(s) of validation shards.")
-config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "Evaluate this checkpoint only (default: the latest).")
-config.define_flag(flags.DEFINE_integer, "top_k", 20, "Predictions per video used by GAP and mAP.")
-config.define_flag(flags.DEFINE_bool, "run_once", False, "Evaluate one checkpoint and exit.")
-config.define_flag(flags.DEFINE_integer, "eval_interval_secs", 30, "Seconds between looks for a new checkpoint.")
-config.define_flag(flags.DEFINE_integer, "max_wait_secs", 600, "Watch mode stops after this long without a new checkpoint.")
-config.define_flag(flags.DEFINE_integer, "log_every_batches", 20, "Progress line every this many batches.")
+# The model flags (config.py) are accepted as the starter's scripts pass them, checked against the run.
+flags.DEFINE_string("eval_data_pattern", "", "Glob(s) of validation shards.")
+flags.DEFINE_bool("run_once", False, "Evaluate one checkpoint (--checkpoint_file or the latest) and exit.")
+flags.DEFINE_integer("eval_interval_secs", 30, "Seconds between looks for a new checkpoint.", lower_bound=0)
+flags.DEFINE_integer("max_wait_secs", 600, "Watch mode stops after this long without a new checkpoint.",
+                     lower_bound=0)
+flags.DEFINE_integer("log_every_batches", 20, "Progress line every this many batches.", lower_bound=1)
 
 
 class Evaluator(object):
@@ -65,16 +62,7 @@ class Evaluator(object):
     self.sess.run(self.iterator_init)
     metrics = eval_util.EvaluationMetrics(self.model_flags["num_classes"], self.top_k)
     start, batches, videos, empty = time.time(), 0, 0, 0
-    while True:
-      try:
-        values = self.sess.run(self.fetch)
-      except tf.errors.OutOfRangeError:
-        break
-      except tf.errors.OpError as error:
-        explained = readers.explain_data_error(error, self.files, self.reader)
-        if explained is None:
-          raise
-        raise explained
+    for values in readers.read_batches(self.sess, self.fetch, self.files, self.reader):
       model_utils.check_finite_predictions(values["predictions"], values["video_ids"], checkpoint)
       metrics.accumulate(values["predictions"], values["labels"], values["loss"])
       batches += 1
@@ -121,11 +109,9 @@ def checkpoint_step(path):
 
 
 def run(opts):
-  """Evaluates once (--run_once / --checkpoint_file) or watches the train_dir for new checkpoints."""
-  for name in ("batch_size", "top_k", "num_readers", "log_every_batches"):
-    utils.check_flag(name, getattr(opts, name), getattr(opts, name) >= 1, "a positive integer")
-  for name in ("eval_interval_secs", "max_wait_secs"):
-    utils.check_flag(name, getattr(opts, name), getattr(opts, name) >= 0, "0 or more seconds")
+  """Evaluates once (--run_once / --checkpoint_file) or watches the train_dir for new checkpoints;
+  returns the list of metrics dicts."""
+  config.check_passed_flags(config.load_model_flags(opts.train_dir), opts, opts.train_dir)
   evaluator = Evaluator(opts.train_dir, opts.eval_data_pattern, opts.batch_size, opts.top_k,
                         opts.num_readers, opts.log_every_batches)
   if opts.checkpoint_file or opts.run_once:
@@ -157,14 +143,7 @@ def run(opts):
   return results
 
 
-def main(argv):
-  FLAGS.unparse_flags()
-  FLAGS(argv)
-  utils.setup_logging()
-  config.check_passed_flags(config.load_model_flags(FLAGS.train_dir), FLAGS, FLAGS.train_dir)
-  return run(FLAGS)
-
+main = utils.flag_program(run)
 
 if __name__ == "__main__":
-  tf.disable_v2_behavior()
   utils.run_cli(main, sys.argv)

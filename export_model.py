@@ -20,13 +20,9 @@ import utils
 from utils import InputError
 
 flags = tf.flags
-FLAGS = flags.FLAGS
 
-config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The run to export.")
-config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "A checkpoint (default: the latest).")
-config.define_flag(flags.DEFINE_string, "export_dir", "",
-                   "Where to write the SavedModel (default: <train_dir>/export/step_<global step>).")
-config.define_flag(flags.DEFINE_integer, "top_k", 20, "Classes returned per video.")
+flags.DEFINE_string("export_dir", "",
+                    "Where to write the SavedModel (default: <train_dir>/export/step_<global step>).")
 
 
 def build_serving_graph(model_flags, top_k):
@@ -46,7 +42,6 @@ def build_serving_graph(model_flags, top_k):
 
 def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
   """Writes the SavedModel atomically (temporary folder, then rename); returns its path."""
-  utils.check_flag("top_k", top_k, top_k >= 1, "a positive integer")
   model_flags = config.load_model_flags(train_dir)
   checkpoint = model_utils.resolve_checkpoint(checkpoint_file or train_dir,
                                               "--checkpoint_file" if checkpoint_file else "--train_dir")
@@ -83,13 +78,13 @@ def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
   return export_dir
 
 
-def main(argv):
-  FLAGS.unparse_flags()
-  FLAGS(argv)
-  utils.setup_logging()
-  return export(FLAGS.train_dir, FLAGS.checkpoint_file, FLAGS.export_dir, FLAGS.top_k)
+def run(opts):
+  """export() with the flags; model flags given on the command line must agree with the run's."""
+  config.check_passed_flags(config.load_model_flags(opts.train_dir), opts, opts.train_dir)
+  return export(opts.train_dir, opts.checkpoint_file, opts.export_dir, opts.top_k)
 
+
+main = utils.flag_program(run)
 
 if __name__ == "__main__":
-  tf.disable_v2_behavior()
   utils.run_cli(main, sys.argv)

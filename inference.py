@@ -26,22 +26,16 @@ import utils
 from utils import InputError
 
 flags = tf.flags
-FLAGS = flags.FLAGS
 
-config.define_model_flags()   # accepted as the starter's scripts pass them; checked against the run
-config.define_flag(flags.DEFINE_string, "train_dir", "/tmp/yt8m_model/", "The run to predict with.")
-config.define_flag(flags.DEFINE_string, "output_model_tgz", "",
-                   "Also pack the checkpoint used and model_flags.json into this .tgz (the starter's).")
-config.define_flag(flags.DEFINE_string, "input_model_tgz", "",
-                   "Predict with a .tgz written by --output_model_tgz instead of --train_dir.")
-config.define_flag(flags.DEFINE_string, "untar_model_dir", "/tmp/yt8m-model/",
-                   "Where --input_model_tgz is unpacked.")
-config.define_flag(flags.DEFINE_string, "checkpoint_file", "", "A checkpoint (default: the latest).")
-config.define_flag(flags.DEFINE_string, "saved_model_dir", "",
-                   "Predict with this SavedModel (export_model.py) instead of a checkpoint.")
-config.define_flag(flags.DEFINE_string, "input_data_pattern", "", "Glob(s) of shards to predict.")
-config.define_flag(flags.DEFINE_string, "output_file", "", "Kaggle CSV to write.")
-config.define_flag(flags.DEFINE_integer, "top_k", 20, "Classes per video in the CSV.")
+# The model flags (config.py) are accepted as the starter's scripts pass them, checked against the run.
+flags.DEFINE_string("output_model_tgz", "",
+                    "Also pack the checkpoint used and model_flags.json into this .tgz (the starter's).")
+flags.DEFINE_string("input_model_tgz", "",
+                    "Predict with a .tgz written by --output_model_tgz instead of --train_dir.")
+flags.DEFINE_string("untar_model_dir", "/tmp/yt8m-model/", "Where --input_model_tgz is unpacked.")
+flags.DEFINE_string("saved_model_dir", "",
+                    "Predict with this SavedModel (export_model.py) instead of a checkpoint.")
+flags.DEFINE_string("output_file", "", "Kaggle CSV to write.")
 
 
 def format_row(video_id, class_indexes, scores):
@@ -101,16 +95,8 @@ def _batches_from_checkpoint(opts, files, model_flags, checkpoint):
     sess.run(parts["iterator_init"])
     tf.logging.info("Predicting with %s (%s reading %s frames).", checkpoint,
                     config.role_scope(model_flags), config.frames_read(model_flags) or "all")
-    while True:
-      try:
-        yield sess.run(fetch)
-      except tf.errors.OutOfRangeError:
-        return
-      except tf.errors.OpError as error:
-        explained = readers.explain_data_error(error, files, parts["reader"])
-        if explained is None:
-          raise
-        raise explained
+    for values in readers.read_batches(sess, fetch, files, parts["reader"]):
+      yield values
 
 
 def _batches_from_saved_model(opts, files):
@@ -124,25 +110,14 @@ def _batches_from_saved_model(opts, files):
     signature = meta.signature_def[tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
     inputs = signature.inputs["example_bytes"].name
     outputs = [signature.outputs[key].name for key in ("video_id", "class_indexes", "predictions")]
-    while True:
-      try:
-        batch = sess.run(records)
-        video_ids, class_indexes, scores = sess.run(outputs, {inputs: batch})
-      except tf.errors.OutOfRangeError:
-        return
-      except tf.errors.OpError as error:
-        explained = readers.explain_data_error(error, files)
-        if explained is None:
-          raise
-        raise explained
+    for batch in readers.read_batches(sess, records, files):
+      video_ids, class_indexes, scores = readers.run_on_input(sess, outputs, files, None, {inputs: batch})
       yield video_ids, class_indexes, scores, scores
 
 
 def run(opts):
   if not opts.output_file:
     raise InputError("--output_file is empty: expected the path of the CSV to write")
-  for name in ("top_k", "batch_size", "num_readers"):
-    utils.check_flag(name, getattr(opts, name), getattr(opts, name) >= 1, "a positive integer")
   files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
   if opts.saved_model_dir:
     if not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
@@ -175,13 +150,7 @@ def run(opts):
   return count
 
 
-def main(argv):
-  FLAGS.unparse_flags()
-  FLAGS(argv)
-  utils.setup_logging()
-  return run(FLAGS)
-
+main = utils.flag_program(run)
 
 if __name__ == "__main__":
-  tf.disable_v2_behavior()
   utils.run_cli(main, sys.argv)

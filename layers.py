@@ -8,6 +8,8 @@ import tensorflow.compat.v1 as tf
 from utils import InputError
 
 WEIGHT_INITS = ("slim", "glorot")
+# --batchnorm_variance: what a layer's moving variance moves towards (see batch_norm's `unbiased`).
+BATCHNORM_VARIANCE = ("seed", "biased")
 
 
 class SlimVarianceScaling(object):
@@ -57,13 +59,16 @@ def dense(inputs, units, use_bias=True, scope="dense", initializer=None, regular
 
 
 def batch_norm(inputs, is_training, scope="batch_norm", decay=0.999, epsilon=1e-3, center=True,
-               scale=True, mask=None):
+               scale=True, mask=None, unbiased=False):
   """Normalises each channel (last axis) over every other axis; decay and epsilon default to slim's.
 
   Training: batch statistics, and ops moving `moving_mean`/`moving_variance` towards them
   (moving -= (1 - decay) * (moving - batch value)) are added to UPDATE_OPS. Inference: the moving
   statistics, so a video's output never depends on the rest of its batch. `mask` (inputs' shape
   without the last axis, 1 for real entries) leaves padded rows out of the batch statistics.
+  `unbiased` moves the moving variance towards the Bessel-corrected batch variance n/(n-1)·var
+  (n rows, the factor 1 when n = 1), as slim's fused batch norm (TensorFlow's FusedBatchNorm) does;
+  the batch itself is normalised with the biased variance either way.
   `is_training` must be a Python bool: the two modes build different graphs.
   """
   if not isinstance(is_training, bool):
@@ -82,7 +87,14 @@ def batch_norm(inputs, is_training, scope="batch_norm", decay=0.999, epsilon=1e-
         mean, variance = tf.nn.moments(inputs, axes)
       else:
         mean, variance = tf.nn.weighted_moments(inputs, axes, tf.expand_dims(mask, -1))
-      for moving, value in ((moving_mean, mean), (moving_variance, variance)):
+      target_variance = variance
+      if unbiased:
+        if mask is None:
+          rows = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        else:
+          rows = tf.reduce_sum(tf.cast(mask, tf.float32))
+        target_variance = variance * rows / tf.maximum(rows - 1.0, 1.0)
+      for moving, value in ((moving_mean, mean), (moving_variance, target_variance)):
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
                              tf.assign_sub(moving, (1.0 - decay) * (moving - value)))
     else:

@@ -2,7 +2,7 @@
 
 import tensorflow.compat.v1 as tf
 
-from utils import InputError
+import utils
 
 EPSILON = 1e-8  # the starter's and the seed's
 
@@ -48,7 +48,4 @@ LOSSES = {cls.__name__: cls for cls in (CrossEntropyLoss, HingeLoss, SoftmaxLoss
 
 def get_loss(name):
   """An instance of the label loss class named `name` (--label_loss)."""
-  if name not in LOSSES:
-    raise InputError("--label_loss=%r: unknown loss, expected one of %s"
-                     % (name, ", ".join(sorted(LOSSES))))
-  return LOSSES[name]()
+  return utils.lookup(LOSSES, name, "label_loss")()

@@ -10,11 +10,24 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 import config
+import frame_level_models
 import layers
 import losses
-import models
+import nextvlad
 import readers
+import utils
+import video_level_models
 from utils import InputError
+
+# Every model a run can name with --model: the one table from flag names to classes.
+MODELS = {cls.__name__: cls for cls in (
+    nextvlad.NeXtVLADModel, nextvlad.MixNeXtVladModel, frame_level_models.FrameLevelLogisticModel,
+    video_level_models.LogisticModel, video_level_models.MoeModel)}
+
+
+def get_model(name, **hparams):
+  """An instance of the model class registered under `name` (--model), built with `hparams`."""
+  return utils.lookup(MODELS, name, "model")(**hparams)
 
 
 def make_reader(model_flags, also_full_frames=False, seed=None):
@@ -28,7 +41,7 @@ def make_reader(model_flags, also_full_frames=False, seed=None):
 def build_model(model_flags, model_input, num_frames, is_training, scope=None):
   """Creates (or reuses) the model in `scope` (default: the run's role scope); returns its output dict
   with `predictions`, `logits` and `representation`."""
-  model = models.get_model(model_flags["model"], **model_flags)
+  model = get_model(model_flags["model"], **model_flags)
   hparams = {k: v for k, v in model_flags.items() if k not in ("num_classes", "model")}
   initializer = layers.weight_initializer(model_flags.get("weight_init", "slim"))
   with tf.variable_scope(scope or config.role_scope(model_flags), reuse=tf.AUTO_REUSE,

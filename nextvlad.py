@@ -59,12 +59,15 @@ def nextvlad_layer(frames, mask, cluster_size, groups, expansion, is_training, s
     return batch_norm(vlad, is_training, scope="vlad_bn")
 
 
-def context_gating(activation, reduction, is_training, scope="gating", batch_norm=layers.batch_norm):
-  """Squeeze-and-excitation gating: activation · sigmoid(W2 relu(BN(W1 activation))), no biases."""
+def context_gating(activation, reduction, is_training, scope="gating", batch_norm=layers.batch_norm,
+                   unbiased_variance=False):
+  """Squeeze-and-excitation gating: activation · sigmoid(W2 relu(BN(W1 activation))), no biases.
+  `unbiased_variance`: the squeeze batch norm's moving variance follows n/(n-1)·var (the seed's
+  gating_bn is slim's fused batch norm)."""
   size = activation.shape.as_list()[-1]
   with tf.variable_scope(scope):
     gates = layers.dense(activation, size // reduction, use_bias=False, scope="squeeze")
-    gates = tf.nn.relu(batch_norm(gates, is_training, scope="squeeze_bn"))
+    gates = tf.nn.relu(batch_norm(gates, is_training, scope="squeeze_bn", unbiased=unbiased_variance))
     gates = tf.sigmoid(layers.dense(gates, size, use_bias=False, scope="excite"))
     return activation * gates
 
@@ -81,7 +84,8 @@ class NeXtVLADModel(models.BaseModel):
                nextvlad_hidden_size=2048, expansion=2, gating_reduction=8, drop_rate=0.5,
                video_level_classifier_model="LogisticModel", l2_penalty=1e-5, moe_num_mixtures=2,
                input_preprocessing="whiten", eigenvals_path="", weight_init="slim",
-               batchnorm_decay=0.999, bn_mask_padding=False, **unused_hparams):
+               batchnorm_decay=0.999, bn_mask_padding=False, batchnorm_variance="seed",
+               **unused_hparams):
     self.feature_sizes = [int(size) for size in feature_sizes]
     self.groups = int(groups)
     self.cluster_size = int(nextvlad_cluster_size)
@@ -98,13 +102,20 @@ class NeXtVLADModel(models.BaseModel):
     self.centre_initializer = (None if weight_init == "slim" else
                                lambda fan_in: tf.random_normal_initializer(stddev=1 / np.sqrt(fan_in)))
     self.batchnorm_decay = float(batchnorm_decay)
+    if batchnorm_variance not in layers.BATCHNORM_VARIANCE:
+      raise InputError("--batchnorm_variance=%r: expected one of %s"
+                       % (batchnorm_variance, ", ".join(layers.BATCHNORM_VARIANCE)))
+    # The seed's fused slim batch norms (context gating, mixture weights) update their moving
+    # variance with the unbiased batch variance; its other batch norms pass fused=False.
+    self.fused_unbiased = batchnorm_variance == "seed"
     self.classifier = video_level_models.get_classifier(
         video_level_classifier_model, l2_penalty=l2_penalty, moe_num_mixtures=moe_num_mixtures)
     frame_level_models.check_preprocessing(input_preprocessing)
     self._check()
 
-  def _batch_norm(self, inputs, is_training, scope, mask=None):
-    return layers.batch_norm(inputs, is_training, scope, decay=self.batchnorm_decay, mask=mask)
+  def _batch_norm(self, inputs, is_training, scope, mask=None, unbiased=False):
+    return layers.batch_norm(inputs, is_training, scope, decay=self.batchnorm_decay, mask=mask,
+                             unbiased=unbiased)
 
   def _branches(self):
     """(scope, feature size, clusters, groups) per feature: the audio branch has half of each."""
@@ -152,7 +163,7 @@ class NeXtVLADModel(models.BaseModel):
     hidden = layers.dense(vlad, self.hidden_size, use_bias=False, scope="hidden")
     hidden = self._batch_norm(hidden, is_training, scope="hidden_bn")
     representation = context_gating(hidden, self.gating_reduction, is_training,
-                                    batch_norm=self._batch_norm)
+                                    batch_norm=self._batch_norm, unbiased_variance=self.fused_unbiased)
     with tf.variable_scope("classifier"):
       output = self.classifier.create_model(representation, vocab_size, is_training=is_training)
     output["representation"] = representation
@@ -196,7 +207,8 @@ class MixNeXtVladModel(NeXtVLADModel):
 
   def create_model(self, model_input, num_frames, vocab_size, is_training, **unused_params):
     frames, mask = self._frames(model_input, num_frames)
-    mean_frame = self._batch_norm(tf.reduce_mean(frames, axis=1), is_training, scope="mix_weights_bn")
+    mean_frame = self._batch_norm(tf.reduce_mean(frames, axis=1), is_training, scope="mix_weights_bn",
+                                  unbiased=self.fused_unbiased)
     weights = tf.nn.softmax(layers.dense(mean_frame, self.mix_number, scope="mix_weights"))
     branches = []
     for n in range(self.mix_number):

@@ -440,6 +440,32 @@ def explain_data_error(error, files, reader=None):
   return None
 
 
+def run_on_input(sess, fetch, files, reader=None, feed_dict=None):
+  """sess.run(fetch, feed_dict) where an error about the input data becomes the InputError that
+  explain_data_error gives (naming the file, the video and what was expected); the end of the input
+  (OutOfRangeError) and other errors propagate."""
+  try:
+    return sess.run(fetch, feed_dict)
+  except tf.errors.OutOfRangeError:
+    raise
+  except tf.errors.OpError as error:
+    explained = explain_data_error(error, files, reader)
+    if explained is None:
+      raise
+    raise explained
+
+
+def read_batches(sess, fetch, files, reader=None, feed_dict=None):
+  """The one read loop of eval, inference and the cache writer: yields run_on_input(...) batch by
+  batch until the input runs out."""
+  while True:
+    try:
+      values = run_on_input(sess, fetch, files, reader, feed_dict)
+    except tf.errors.OutOfRangeError:
+      return
+    yield values
+
+
 def get_reader(frame_features, num_classes, feature_names, feature_sizes, max_frames=300,
                k_frame=None, frame_sampling="uniform", also_full_frames=False, seed=None):
   """The reader the flags ask for (frame level or video level)."""

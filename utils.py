@@ -6,7 +6,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import math
 import os
 import signal
 import socket
@@ -72,10 +71,26 @@ def scalar_summary(tag, value):
   return tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))])
 
 
-def check_flag(name, value, ok, expected):
-  """InputError `--name=value: expected ...` unless `ok` (NaN and infinities are never ok)."""
-  if not ok or (isinstance(value, float) and not math.isfinite(value)):
-    raise InputError("--%s=%s: expected %s" % (name, value, expected))
+def read_json(path, expected):
+  """The JSON object in `path`; InputError naming the file and `expected` (what it should hold) if it
+  cannot be read or is not a JSON object (a copy cut short, a file of something else)."""
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      value = json.load(f)
+  except (ValueError, UnicodeDecodeError, tf.errors.OpError) as error:
+    raise InputError("%s is not valid JSON (%s): expected %s" % (path, str(error).splitlines()[0][:120],
+                                                                  expected))
+  if not isinstance(value, dict):
+    raise InputError("%s holds a JSON %s: expected %s" % (path, type(value).__name__, expected))
+  return value
+
+
+def lookup(table, name, flag_name):
+  """table[name] for a registry {name: class} (models, classifiers, label losses); InputError naming
+  the flag and the registered names otherwise."""
+  if name not in table:
+    raise InputError("--%s=%r: unknown, expected one of %s" % (flag_name, name, ", ".join(sorted(table))))
+  return table[name]
 
 
 class Terminated(KeyboardInterrupt):
@@ -86,12 +101,32 @@ def _raise_terminated(signum, frame):
   raise Terminated()
 
 
-def run_cli(entry, argv):
-  """Runs a command-line entry point: bad input (InputError, a bad flag) is one line on stderr, exit 2.
-  SIGTERM is turned into `Terminated` (a KeyboardInterrupt): temporaries are removed, locks released."""
+def flag_program(run):
+  """The `main(argv)` of a flag-driven program (train.py, eval.py, ...): parses argv (argv[0] the
+  program name) into the absl FLAGS, where a bad flag value becomes an InputError, sets up logging and
+  returns run(FLAGS). In-process callers (the study, the tests) call it as the command line does."""
+  def main(argv):
+    flag_values = tf.flags.FLAGS
+    flag_values.unparse_flags()
+    try:
+      flag_values(list(argv))
+    except tf.flags.Error as error:
+      raise InputError(str(error).splitlines()[0])
+    setup_logging()
+    return run(flag_values)
+  main.__doc__ = "Runs %s.%s with the flags of argv (argv[0]: the program name)." % (
+      run.__module__, run.__name__)
+  return main
+
+
+def run_cli(main, argv):
+  """Runs a program's `main(argv)` as a command: graph-mode TensorFlow; bad input (InputError, a bad
+  flag) is one line `error: ...` on stderr and exit status 2; SIGTERM becomes `Terminated` (a
+  KeyboardInterrupt), so temporaries are removed and locks released, and exits 128 + 15."""
+  tf.disable_v2_behavior()
   signal.signal(signal.SIGTERM, _raise_terminated)
   try:
-    entry(argv)
+    main(argv)
   except Terminated:
     sys.stderr.write("error: stopped by SIGTERM\n")
     sys.exit(128 + signal.SIGTERM)

@@ -6,6 +6,7 @@ import tensorflow.compat.v1 as tf
 
 import layers
 import models
+import utils
 from utils import InputError
 
 
@@ -65,7 +66,4 @@ CLASSIFIERS = {cls.__name__: cls for cls in (LogisticModel, MoeModel)}
 
 def get_classifier(name, **hparams):
   """The video-level classifier a frame model puts on top of its vector, by flag name."""
-  if name not in CLASSIFIERS:
-    raise InputError("--video_level_classifier_model=%r: expected one of %s"
-                     % (name, ", ".join(sorted(CLASSIFIERS))))
-  return CLASSIFIERS[name](**hparams)
+  return utils.lookup(CLASSIFIERS, name, "video_level_classifier_model")(**hparams)

@@ -31,7 +31,6 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 tf.disable_v2_behavior()
@@ -115,8 +114,8 @@ def seconds_per_step(argv, warmup, steps):
   run = train.prepare(train.FLAGS)
   try:
     for _ in range(warmup):
-      run.sess.run(run.fetch["train_op"])
-    return _timed(lambda: [run.sess.run(run.fetch["train_op"]) for _ in range(steps)]) / steps
+      run.sess.run(run.parts.fetch["train_op"])
+    return _timed(lambda: [run.sess.run(run.parts.fetch["train_op"]) for _ in range(steps)]) / steps
   finally:
     run.sess.close()
 

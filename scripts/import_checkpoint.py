@@ -45,14 +45,13 @@ import utils  # noqa: E402
 from utils import InputError  # noqa: E402
 
 flags = tf.flags
-FLAGS = flags.FLAGS
 
-config.define_model_flags()
-config.define_flag(flags.DEFINE_string, "checkpoint", "", "The seed's or linrongc's checkpoint (prefix or its directory).")
-config.define_flag(flags.DEFINE_string, "output_dir", "", "New train_dir for the imported checkpoint.")
-config.define_flag(flags.DEFINE_string, "prefix", "",
-                   "Scope of the model in the checkpoint: teacher/tower/, student/tower/ or tower/ "
-                   "(default: the one present).")
+# The architecture flags are config.py's (their defaults: the seed's); pass the ones the run used.
+flags.DEFINE_string("checkpoint", "", "The seed's or linrongc's checkpoint (prefix or its directory).")
+flags.DEFINE_string("output_dir", "", "New train_dir for the imported checkpoint.")
+flags.DEFINE_string("prefix", "",
+                    "Scope of the model in the checkpoint: teacher/tower/, student/tower/ or tower/ "
+                    "(default: the one present).")
 
 PREFIXES = ("teacher/tower/", "student/tower/", "tower/")
 # Our name under the model scope (first matching key, whole path components) -> the seed's.
@@ -80,7 +79,7 @@ def seed_name(name):
   return (branch or "") + scope + rest
 
 
-def detect_prefix(names, prefix):
+def detect_prefix(names, prefix, checkpoint):
   """The model's scope in the checkpoint: `prefix` if given, else the one of PREFIXES present."""
   found = [p for p in PREFIXES if any(n.startswith(p) and n.endswith("hidden1_weights") for n in names)]
   if prefix:
@@ -91,7 +90,7 @@ def detect_prefix(names, prefix):
     return prefix
   if len(found) != 1:
     raise InputError("--checkpoint=%s: %s; expected one of %s (a hidden1_weights variable under it)%s"
-                     % (FLAGS.checkpoint, "models under %s" % ", ".join(found) if found else
+                     % (checkpoint, "models under %s" % ", ".join(found) if found else
                         "no seed or linrongc NeXtVLAD model found", ", ".join(PREFIXES),
                         "; choose one with --prefix" if found else ""))
   return found[0]
@@ -140,29 +139,28 @@ def import_checkpoint(checkpoint, output_dir, model_flags, prefix):
   return path
 
 
-def main(argv):
-  FLAGS.unparse_flags()
-  FLAGS(argv)
-  utils.setup_logging()
-  if not FLAGS.checkpoint or not FLAGS.output_dir:
+def run(opts):
+  """Imports --checkpoint into --output_dir; returns the new checkpoint's path."""
+  if not opts.checkpoint or not opts.output_dir:
     raise InputError("--checkpoint and --output_dir are required")
-  checkpoint = model_utils.resolve_checkpoint(FLAGS.checkpoint, "--checkpoint")
-  if tf.io.gfile.exists(os.path.join(FLAGS.output_dir, config.MODEL_FLAGS_FILE)) or (
-      tf.io.gfile.isdir(FLAGS.output_dir) and tf.train.latest_checkpoint(FLAGS.output_dir)):
+  checkpoint = model_utils.resolve_checkpoint(opts.checkpoint, "--checkpoint")
+  if tf.io.gfile.exists(os.path.join(opts.output_dir, config.MODEL_FLAGS_FILE)) or (
+      tf.io.gfile.isdir(opts.output_dir) and tf.train.latest_checkpoint(opts.output_dir)):
     raise InputError("--output_dir=%s already holds a run; choose a new directory (nothing is "
-                     "overwritten)" % FLAGS.output_dir)
+                     "overwritten)" % opts.output_dir)
   try:
     names = dict(tf.train.list_variables(checkpoint))
   except (tf.errors.OpError, ValueError) as error:
     raise InputError("--checkpoint=%s cannot be read as a checkpoint: %s"
                      % (checkpoint, str(error).splitlines()[0][:200]))
-  prefix = detect_prefix(names, FLAGS.prefix)
-  model_flags = import_model_flags(names, prefix, FLAGS)
-  path = import_checkpoint(checkpoint, FLAGS.output_dir, model_flags, prefix)
+  prefix = detect_prefix(names, opts.prefix, opts.checkpoint)
+  model_flags = import_model_flags(names, prefix, opts)
+  path = import_checkpoint(checkpoint, opts.output_dir, model_flags, prefix)
   tf.logging.info("Imported %s (%s%s) to %s.", checkpoint, prefix, model_flags["model"], path)
   return path
 
 
+main = utils.flag_program(run)
+
 if __name__ == "__main__":
-  tf.disable_v2_behavior()
   utils.run_cli(main, sys.argv)

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 

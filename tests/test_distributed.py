@@ -1,61 +1,15 @@
 """Distributed training on TensorFlow's own runtime: 1 parameter server + 2 workers on 127.0.0.1."""
 
-import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
 
 import tensorflow.compat.v1 as tf
 
 import eval as eval_lib
-from conftest import ROOT
-from test_train import train_args
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
-def _cluster():
-  ps_port, w0, w1 = _free_ports(3)
-  return {"ps": ["127.0.0.1:%d" % ps_port], "worker": ["127.0.0.1:%d" % w0, "127.0.0.1:%d" % w1]}
-
-
-def _starter(cluster, args, log_dir):
-  """start(task_type, index, name) runs train.py as that task, logging to log_dir/name.log."""
-  def start(task_type, index, name=None):
-    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
-                                                 "task": {"type": task_type, "index": index}}),
-               CUDA_VISIBLE_DEVICES="")
-    log = open(str(log_dir / ("%s.log" % (name or "%s%d" % (task_type, index)))), "w")
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-  return start
-
-
-def run_ps_and_two_workers(args, log_dir):
-  """Runs train.py `args` as 1 ps + 2 workers on loopback until both workers end; their logs."""
-  start = _starter(_cluster(), args, log_dir)
-  ps = start("ps", 0)
-  try:
-    workers = [start("worker", 0), start("worker", 1)]
-    deadline = time.time() + 240
-    for worker in workers:
-      worker.wait(timeout=max(1, deadline - time.time()))
-    logs = [open(str(log_dir / ("worker%d.log" % i))).read() for i in range(2)]
-    assert [w.returncode for w in workers] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-  finally:
-    ps.kill()
-    ps.wait()
-  return logs
+import helpers
+from helpers import ROOT, run_ps_and_two_workers, train_args
 
 
 def _steps_run(log):
@@ -85,15 +39,15 @@ def test_restarted_chief_continues_from_live_parameter_servers(frame_data, tmp_p
   """The chief is killed (SIGKILL); worker 1 trains on far past the chief's last checkpoint and is
   killed too; both restart. The chief must continue from the parameter servers' state (no rollback
   to its checkpoint), take over its stale train_dir lock, and the restarted worker must rejoin."""
-  cluster = _cluster()
+  cluster = helpers.loopback_cluster()
   train_dir = tmp_path / "dist"
   def args(max_steps):
     return [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
         frame_data, train_dir, "--model_type=teacher", "--max_steps=%d" % max_steps,
         "--log_every_steps=10", "--export_model_steps=20")[1:]
-  ps = _starter(cluster, args(0), tmp_path)("ps", 0)
+  ps = helpers.starter(cluster, args(0), tmp_path)("ps", 0)
   try:
-    start = _starter(cluster, args(100000), tmp_path)
+    start = helpers.starter(cluster, args(100000), tmp_path)
     chief, worker = start("worker", 0, "chief_first"), start("worker", 1, "worker_first")
     deadline = time.time() + 180
     while not tf.train.latest_checkpoint(str(train_dir)) and time.time() < deadline:
@@ -108,7 +62,7 @@ def test_restarted_chief_continues_from_live_parameter_servers(frame_data, tmp_p
     reached = _last_logged_step(tmp_path / "worker_first.log")
     assert reached >= checkpoint_step + 40, open(str(tmp_path / "worker_first.log")).read()[-3000:]
     assert (train_dir / ".lock").exists(), "the killed chief left its lock"
-    start = _starter(cluster, args(reached + 30), tmp_path)
+    start = helpers.starter(cluster, args(reached + 30), tmp_path)
     restarted = [start("worker", 0, "chief_again"), start("worker", 1, "worker_again")]
     for process in restarted:
       process.wait(timeout=max(1, deadline + 120 - time.time()))

@@ -13,7 +13,7 @@ import layers
 import model_utils
 import readers
 import seed_numpy
-import test_models
+import helpers
 import train
 
 tf.disable_v2_behavior()
@@ -36,7 +36,7 @@ def _forward(model_flags, frames, valid, is_training, rng):
     num_frames = tf.placeholder(tf.int32, [None])
     outputs = model_utils.build_model(model_flags, inputs, num_frames, is_training=is_training)
     with tf.Session() as sess:
-      values = test_models.randomise(sess, tf.global_variables(), rng)
+      values = helpers.randomise(sess, tf.global_variables(), rng)
       weights = {import_checkpoint.seed_name(name): value.astype(np.float64)
                  for name, value in values.items()}
       return sess.run(outputs, {inputs: frames, num_frames: valid}), weights

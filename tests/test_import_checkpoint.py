@@ -16,7 +16,7 @@ import inference
 import model_utils
 import seed_numpy
 import train
-from conftest import frame_record, make_frame_videos, write_records
+from helpers import frame_record, make_frame_videos, write_records
 from utils import InputError
 
 HP = dict(feature_sizes=[16, 4], groups=2, clusters=4, hidden=8, expansion=2, reduction=2, classes=5)

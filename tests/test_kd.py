@@ -13,9 +13,10 @@ import config
 import eval as eval_lib
 import export_model
 import inference
+import kd_teacher
 import model_utils
 import train
-from test_train import train_args
+from helpers import train_args
 from utils import InputError
 
 
@@ -33,7 +34,7 @@ def _prepare(argv):
 
 
 def _values(run, prefix, local=False):
-  with run.graph.as_default():
+  with run.parts.graph.as_default():
     variables = tf.local_variables() if local else tf.global_variables()
     return {v.op.name: run.sess.run(v) for v in variables if v.op.name.startswith(prefix)}
 
@@ -41,7 +42,7 @@ def _values(run, prefix, local=False):
 def test_serial_kd_freezes_teacher_and_moves_student(frame_data, teacher_dir, tmp_path):
   run = _prepare(train_args(frame_data, tmp_path / "kd", "--model_type=KD", "--k_frame=4",
                             "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=8"))
-  with run.graph.as_default():
+  with run.parts.graph.as_default():
     teacher_before = _values(run, "teacher/", local=True)
     student_before = _values(run, "student/")
     assert not [v for v in tf.trainable_variables() if v.op.name.startswith("teacher/")]
@@ -79,8 +80,9 @@ def test_teacher_in_kd_graph_predicts_like_its_checkpoint(frame_data, teacher_di
     batch = {"video_matrix": tf.constant(frames[:, :4]), "num_frames": tf.constant(np.minimum(num_frames, 4)),
              "labels": tf.constant(labels), "teacher_matrix": tf.constant(frames),
              "teacher_num_frames": tf.constant(num_frames)}
-    fetch = train.build_training_graph(student_flags, opts, batch, ["/cpu:0"], teacher_flags)
-    teacher_saver, _ = train.teacher_savers(checkpoint, teacher_flags, False)
+    teacher = kd_teacher.Teacher(checkpoint, teacher_flags, None)
+    fetch = train.build_training_graph(student_flags, opts, batch, ["/cpu:0"], teacher)
+    teacher_saver, _ = kd_teacher.savers(teacher, False)
     with tf.Session() as sess:
       sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
       teacher_saver.restore(sess, checkpoint)
@@ -180,7 +182,7 @@ def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame
   assert teacher and all(np.array_equal(v, teacher_checkpoint.get_tensor(n)) for n, v in teacher.items())
   with pytest.raises(InputError, match="--kd_mode=parallel: .*model.ckpt-4 was trained with --kd_mode=serial"):
     train.main(args(8) + ["--kd_mode=parallel"])
-  recorded = json.load(open(str(tmp_path / "resume" / train.KD_TEACHER_FILE)))
+  recorded = json.load(open(str(tmp_path / "resume" / kd_teacher.RECORD_FILE)))
   assert recorded["teacher_checkpoint"] == tf.train.latest_checkpoint(str(teacher_dir))
 
 
@@ -199,12 +201,12 @@ def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
   run = _prepare(train_args(frame_data, tmp_path / "small", "--model_type=kd", "--k_frame=4",
                             "--teacher_checkpoint=" + str(teacher_dir), "--nextvlad_hidden_size=16",
                             "--rep_weight=0", "--max_steps=1", "--kd_regularization"))
-  with run.graph.as_default():
+  with run.parts.graph.as_default():
     penalties = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
     student_penalty = [p for p in penalties if "/student/" in p.name]
     assert student_penalty and len(penalties) > len(student_penalty), "the teacher's penalty exists"
     own = run.sess.run(tf.add_n(student_penalty))
-  assert run.sess.run(run.fetch["losses"]["regularization"]) == pytest.approx(own, rel=1e-6)
+  assert run.sess.run(run.parts.fetch["losses"]["regularization"]) == pytest.approx(own, rel=1e-6)
   run.close()
 
 
@@ -216,7 +218,7 @@ def test_seed_kd_loss_has_no_penalty_and_a_training_mode_teacher_moves_its_stati
   run = _prepare(train_args(frame_data, tmp_path / "seedkd", "--model_type=kd", "--k_frame=4",
                             "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=3",
                             "--kd_teacher_is_training"))
-  assert "regularization" not in run.fetch["losses"]
+  assert "regularization" not in run.parts.fetch["losses"]
   before = _values(run, "teacher/", local=True)
   assert train.train_loop(run) == 3
   after = _values(run, "teacher/", local=True)

@@ -14,10 +14,8 @@ import tensorflow.compat.v1 as tf
 import config
 import losses
 import model_utils
-import models
 import train
-from conftest import ROOT, frame_record, make_frame_videos, write_records
-from test_train import train_args
+from helpers import ROOT, frame_record, make_frame_videos, train_args, write_records
 from utils import InputError
 
 tf.disable_v2_behavior()
@@ -75,7 +73,7 @@ def test_final_submission_parameter_count():
   with tf.Graph().as_default():
     frames = tf.placeholder(tf.float32, [None, None, 1152])
     with tf.variable_scope("teacher"):
-      outputs = models.get_model("MixNeXtVladModel", **hparams).create_model(
+      outputs = model_utils.get_model("MixNeXtVladModel", **hparams).create_model(
           frames, tf.placeholder(tf.int32, [None]), 3862, is_training=True)
     trainable = tf.trainable_variables()
     assert _size(trainable) == 3 * branch + mixture
@@ -107,7 +105,7 @@ def test_training_terms_match_numpy():
   with tf.Graph().as_default():
     frames, num_frames = tf.placeholder(tf.float32, [None, None, 16]), tf.placeholder(tf.int32, [None])
     with tf.variable_scope("m", reuse=tf.AUTO_REUSE):
-      model = models.get_model("MixNeXtVladModel", **hparams)
+      model = model_utils.get_model("MixNeXtVladModel", **hparams)
       inference = model.create_model(frames, num_frames, 6, is_training=False)
       assert not tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
       assert set(inference) == {"logits", "predictions", "representation"}
@@ -216,7 +214,7 @@ def test_mixture_teacher_distils_students(frame_data, mix_teacher, tmp_path):
                            "--teacher_checkpoint=" + str(mix_teacher), "--max_steps=3",
                            "--log_every_steps=1", *model))
     run = train.prepare(train.FLAGS)
-    values = run.sess.run({k: run.fetch[k] for k in ("losses", "teacher_predictions")})
+    values = run.sess.run({k: run.parts.fetch[k] for k in ("losses", "teacher_predictions")})
     assert {"ce", "pred", "rep"} <= set(values["losses"]) and values["losses"]["rep"] > 0
     assert train.train_loop(run) == 3
     run.sess.close()

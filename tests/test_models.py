@@ -8,8 +8,9 @@ import tensorflow.compat.v1 as tf
 import frame_level_models
 import layers
 import losses
-import models
+import model_utils
 import video_level_models
+from helpers import randomise
 from utils import InputError
 
 tf.disable_v2_behavior()
@@ -27,7 +28,7 @@ def _build(hparams, vocab_size, is_training, scope="teacher", name="NeXtVLADMode
   frames = tf.placeholder(tf.float32, [None, None, sum(hparams["feature_sizes"])])
   num_frames = tf.placeholder(tf.int32, [None])
   with tf.variable_scope(scope):
-    outputs = models.get_model(name, **hparams).create_model(frames, num_frames, vocab_size,
+    outputs = model_utils.get_model(name, **hparams).create_model(frames, num_frames, vocab_size,
                                                              is_training)
   return frames, num_frames, outputs
 
@@ -58,18 +59,6 @@ def test_seed_configuration_parameter_counts():
     assert outputs["logits"].shape.as_list() == outputs["predictions"].shape.as_list() == [None, 3862]
     # The classifier's L2 penalty is the only regularisation loss.
     assert len(tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)) == 1
-
-
-def randomise(sess, variables, rng):
-  """Random values everywhere (variances positive) so every parameter matters in the comparison."""
-  values = {}
-  for var in variables:
-    value = rng.randn(*var.shape.as_list()).astype(np.float32) * 0.5
-    if var.op.name.endswith("moving_variance"):
-      value = np.abs(value) + 0.5
-    var.load(value, sess)
-    values[var.op.name[len("teacher/"):]] = value
-  return values
 
 
 def _sigmoid(x):
@@ -228,10 +217,10 @@ def test_video_level_models():
   rng = np.random.RandomState(4)
   x = rng.randn(3, 6).astype(np.float32)
   with tf.Graph().as_default():
-    logistic = models.get_model("LogisticModel", l2_penalty=0.25).create_model(
+    logistic = model_utils.get_model("LogisticModel", l2_penalty=0.25).create_model(
         tf.constant(x), 4, num_frames=None, is_training=True)
     with tf.variable_scope("moe"):
-      moe = models.get_model("MoeModel", moe_num_mixtures=3).create_model(tf.constant(x), 4)
+      moe = model_utils.get_model("MoeModel", moe_num_mixtures=3).create_model(tf.constant(x), 4)
     penalties = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
     with tf.Session() as sess:
       sess.run(tf.global_variables_initializer())
@@ -259,16 +248,16 @@ def test_video_level_models():
 def test_registries_reject_unknown_names():
   with pytest.raises(InputError, match="--model='Nope'.*FrameLevelLogisticModel, LogisticModel, "
                                        "MixNeXtVladModel, MoeModel, NeXtVLADModel"):
-    models.get_model("Nope")
+    model_utils.get_model("Nope")
   with pytest.raises(InputError, match="--label_loss='Nope'.*CrossEntropyLoss, HingeLoss, SoftmaxLoss"):
     losses.get_loss("Nope")
   with pytest.raises(InputError, match="--video_level_classifier_model='Nope'"):
-    models.get_model("NeXtVLADModel", video_level_classifier_model="Nope")
+    model_utils.get_model("NeXtVLADModel", video_level_classifier_model="Nope")
   with pytest.raises(InputError, match="--input_preprocessing='pca'"):
-    models.get_model("NeXtVLADModel", input_preprocessing="pca")
+    model_utils.get_model("NeXtVLADModel", input_preprocessing="pca")
   with pytest.raises(InputError, match="audio_VLAD.*--groups=1"):
-    models.get_model("NeXtVLADModel", groups=1)
-  assert isinstance(models.get_model("MoeModel", any_flag=1), video_level_models.MoeModel)
+    model_utils.get_model("NeXtVLADModel", groups=1)
+  assert isinstance(model_utils.get_model("MoeModel", any_flag=1), video_level_models.MoeModel)
 
 
 def test_whitening_and_frame_level_logistic(tmp_path):

@@ -8,7 +8,7 @@ import tensorflow.compat.v1 as tf
 
 import readers
 import utils
-from conftest import (frame_record, video_record, write_records, make_frame_videos, run_batches,
+from helpers import (frame_record, video_record, write_records, make_frame_videos, run_batches,
                       real_data_path)
 from utils import InputError
 

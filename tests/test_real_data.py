@@ -5,7 +5,7 @@ import os
 
 import eval as eval_lib
 import train
-from conftest import real_data_path
+from helpers import real_data_path
 
 
 def test_logistic_regression_on_real_video_level_shards(tmp_path):

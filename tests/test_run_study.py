@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import run_study
-from conftest import ROOT
+from helpers import ROOT
 from utils import InputError
 
 TINY = ["--num_train=96", "--num_validate=40", "--num_classes=12", "--rgb_size=8", "--audio_size=4",

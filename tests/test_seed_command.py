@@ -11,7 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import config
-from conftest import ROOT, frame_record, write_records
+from helpers import ROOT, frame_record, write_records
 
 SEED_COMMAND = (
     'python train.py --feature_names="rgb,audio" --feature_sizes="1024,128" --groups=8 '

@@ -13,13 +13,12 @@ import tensorflow.compat.v1 as tf
 
 import cache_teacher
 import config
+import kd_teacher
 import model_utils
 import readers
 import teacher_cache
 import train
-from conftest import ROOT
-from test_distributed import run_ps_and_two_workers
-from test_train import train_args
+from helpers import ROOT, run_ps_and_two_workers, train_args
 from utils import InputError
 
 
@@ -118,7 +117,7 @@ def test_cache_writer_resumes_shard_by_shard_and_refuses_other_settings(frame_da
   with pytest.raises(InputError, match="--cache_dir=.*resume holds a cache made otherwise: dtype float16 "
                                        r"\(cache has float32\); use another --cache_dir"):
     write_cache(frame_data, teacher_dir, cache_dir, "--cache_dtype=float16")
-  with pytest.raises(InputError, match="--cache_dtype='float64': expected one of float32, float16"):
+  with pytest.raises(InputError, match=r"--cache_dtype=float64: value should be one of <float32\|float16>"):
     write_cache(frame_data, teacher_dir, cache_dir, "--cache_dtype=float64")
   student = tmp_path / "k_frame_teacher"
   shutil.copytree(teacher_dir, str(student))
@@ -146,13 +145,13 @@ def _kd_terms(student_flags, teacher_flags, batch, teacher_checkpoint=None, stud
                "--temperature=2"])
   with tf.Graph().as_default():
     tensors = {name: tf.constant(value) for name, value in batch.items() if name != "video_ids"}
-    fetch = train.build_training_graph(student_flags, train.FLAGS, tensors, ["/cpu:0", "/cpu:0"],
-                                       teacher_flags)
+    teacher = kd_teacher.Teacher(teacher_checkpoint, teacher_flags, None)
+    fetch = train.build_training_graph(student_flags, train.FLAGS, tensors, ["/cpu:0", "/cpu:0"], teacher)
     student = model_utils.scope_variables("student")
     with tf.Session() as sess:
       sess.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
       if teacher_checkpoint:
-        train.teacher_savers(teacher_checkpoint, teacher_flags, False)[0].restore(sess, teacher_checkpoint)
+        kd_teacher.savers(teacher, False)[0].restore(sess, teacher_checkpoint)
       if student_values is None:
         student_values = {v.op.name: sess.run(v) for v in student}
       for v in student:
@@ -198,17 +197,17 @@ def test_kd_from_cache_builds_no_teacher_and_reads_k_frames(frame_data, teacher_
   train_dir = tmp_path / "cached_kd"
   run = _prepare(train_args(frame_data, train_dir, "--model_type=kd", "--k_frame=4",
                             "--teacher_cache=" + caches["float32"], "--max_steps=6"))
-  with run.graph.as_default():
+  with run.parts.graph.as_default():
     names = [v.op.name for v in tf.global_variables() + tf.local_variables()]
     assert names and not [n for n in names if "teacher" in n]
-    inputs = [op for op in run.graph.get_operations() if op.type == "IteratorGetNext"]
+    inputs = [op for op in run.parts.graph.get_operations() if op.type == "IteratorGetNext"]
     shapes = sorted(tuple(t.shape.as_list()) for op in inputs for t in op.outputs)
   assert (16, 4, 20) in shapes and not [s for s in shapes if len(s) == 3 and s[1] != 4], \
       "the only frames read are the student's 4"
   assert (16, 32) in shapes and shapes.count((16, 8)) == 3, "labels, cached predictions and logits"
   assert train.train_loop(run) == 6
   run.sess.close()
-  recorded = json.load(open(str(train_dir / train.KD_TEACHER_FILE)))
+  recorded = json.load(open(str(train_dir / kd_teacher.RECORD_FILE)))
   assert recorded == {"teacher_checkpoint": os.path.abspath(tf.train.latest_checkpoint(teacher_dir)),
                       "teacher_cache": caches["float32"]}
   # Both flags, and a student started from the teacher's weights: the cache names that checkpoint.
@@ -216,7 +215,7 @@ def test_kd_from_cache_builds_no_teacher_and_reads_k_frames(frame_data, teacher_
                             "--teacher_cache=" + caches["float16"], "--teacher_checkpoint=" + teacher_dir,
                             "--student_init_from_teacher", "--max_steps=1"))
   teacher = tf.train.load_checkpoint(tf.train.latest_checkpoint(teacher_dir))
-  with run.graph.as_default():
+  with run.parts.graph.as_default():
     student = {v.op.name: run.sess.run(v) for v in model_utils.scope_variables("student")}
   run.sess.close()
   assert student and all(np.array_equal(value, teacher.get_tensor("teacher" + name[len("student"):]))

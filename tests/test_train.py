@@ -19,20 +19,8 @@ import eval_util
 import export_model
 import inference
 import train
-from conftest import ROOT
+from helpers import ROOT, model_flags, train_args
 from utils import InputError
-
-SMALL_MODEL = ["--groups=2", "--nextvlad_cluster_size=8", "--nextvlad_hidden_size=32", "--expansion=2",
-               "--gating_reduction=4", "--drop_rate=0.2", "--max_frames=24"]
-
-
-def train_args(data, train_dir, *extra):
-  return ["train.py", "--train_data_pattern=" + data["train"], "--train_dir=" + str(train_dir),
-          "--feature_names=rgb,audio", "--feature_sizes=" + data["feature_sizes"],
-          "--num_classes=%d" % data["num_classes"], "--batch_size=16", "--base_learning_rate=0.01",
-          "--num_epochs=0", "--export_model_steps=1000", "--log_every_steps=20",
-          "--num_readers=2", "--shuffle_buffer=256"] + SMALL_MODEL + list(extra)
-
 
 def evaluate(train_dir, data, batch_size=64):
   evaluator = eval_lib.Evaluator(str(train_dir), data["validate"], batch_size=batch_size)
@@ -109,16 +97,8 @@ def test_two_towers_average_to_one_tower_gradients():
   batch_np = {"video_matrix": rng.randn(8, 5, 6).astype(np.float32),
               "num_frames": np.array([5, 3, 1, 4, 5, 2, 5, 5], np.int32),
               "labels": (rng.rand(8, 4) < 0.3).astype(np.float32)}
-  flags = dict(model_type="teacher", model="FrameLevelLogisticModel", frame_features=True,
-               feature_names="rgb,audio", feature_sizes="4,2", num_classes=4, max_frames=5, k_frame=5,
-               frame_sampling="uniform", video_level_classifier_model="LogisticModel", groups=2,
-               nextvlad_cluster_size=4, nextvlad_hidden_size=8, expansion=2, gating_reduction=2,
-               drop_rate=0.0, l2_penalty=1e-3, moe_num_mixtures=2, input_preprocessing="l2",
-               eigenvals_path="", label_loss="CrossEntropyLoss", weight_init="slim",
-               batchnorm_decay=0.999, bn_mask_padding=False, gradient_clipping="per_variable",
-               kd_regularization=False, kd_teacher_is_training=False, mix_number=3, cl_temperature=2.0,
-               cl_lambda=1.0)
-  model_flags = config.model_flags_from(flags)
+  flags = model_flags(model="FrameLevelLogisticModel", feature_sizes="4,2", num_classes=4, max_frames=5,
+                      k_frame=5, l2_penalty=1e-3, input_preprocessing="l2", drop_rate=0.0)
   opts = argparse_namespace(batch_size=8, base_learning_rate=0.1, learning_rate_decay=0.9,
                             learning_rate_decay_examples=1e6, clip_gradient_norm=0.0,
                             gradient_clipping="per_variable", regularization_penalty=1.0)
@@ -127,7 +107,7 @@ def test_two_towers_average_to_one_tower_gradients():
     with tf.Graph().as_default():
       opts.batch_size = per_tower
       batch = {k: tf.constant(v) for k, v in batch_np.items()}
-      fetch = train.build_training_graph(model_flags, opts, batch, devices)
+      fetch = train.build_training_graph(flags, opts, batch, devices)
       variables = sorted(tf.trainable_variables(), key=lambda v: v.op.name)
       with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
@@ -207,7 +187,7 @@ def test_cli_bad_input_is_one_line(frame_data, tmp_path):
   result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--model_type=tutor",
                            "--train_data_pattern=" + frame_data["train"], "--train_dir=" + str(tmp_path / "t")],
                           cwd=ROOT, capture_output=True, text=True)
-  assert result.returncode == 2 and "error: --model_type='tutor'" in result.stderr
+  assert result.returncode == 2 and "error: flag --model_type=tutor: value should be one of <teacher|student|kd>" in result.stderr
 
 
 def test_eval_watch_mode_evaluates_each_checkpoint_once(frame_data, tmp_path):

@@ -1,0 +1,179 @@
+"""The teacher of a distillation run (--model_type=kd): which checkpoint and flags, live or cached, its
+frozen graph in the towers, the savers that restore it, and its record in the student's train_dir.
+
+Serial KD: a pre-trained teacher, frozen. Live, it is rebuilt from its own model_flags.json in scope
+`teacher/` (inference mode unless --kd_teacher_is_training), its variables local (never checkpointed
+with the student, never shared through parameter servers) and not trainable, restored from
+--teacher_checkpoint after the session opens. Cached (--teacher_cache), no teacher graph is built: its
+outputs are read beside the data (teacher_cache.py). Parallel KD: a teacher of the student's
+architecture, reading all frames, trained on its own L_CE in the same run.
+"""
+
+import collections
+import os
+
+import tensorflow.compat.v1 as tf
+
+import config
+import model_utils
+import teacher_cache
+import utils
+from utils import InputError
+
+RECORD_FILE = "kd_teacher.json"   # in the student's train_dir: the teacher checkpoint and cache used
+
+# checkpoint: the teacher checkpoint (None in parallel KD); flags: its model flags; cache: the
+# TeacherCache read instead of running it, or None.
+Teacher = collections.namedtuple("Teacher", "checkpoint flags cache")
+NO_TEACHER = Teacher(None, None, None)
+
+
+def setup(opts, model_flags):
+  """The run's Teacher (NO_TEACHER unless --model_type=kd). With --teacher_cache the cache's manifest
+  names the checkpoint and flags; a --teacher_checkpoint given as well must be the same. InputError
+  for a teacher that does not fit the run."""
+  if model_flags["model_type"] != "kd":
+    if opts.teacher_cache:
+      raise InputError("--teacher_cache is for --model_type=kd (this run is --model_type=%s)"
+                       % model_flags["model_type"])
+    return NO_TEACHER
+  if opts.teacher_cache:
+    teacher_cache.check_usable(opts)
+  if not model_flags["frame_features"]:
+    raise InputError("--model_type=kd needs frame-level data (--frame_features=True): the student reads "
+                     "k of the frames the teacher reads")
+  if opts.kd_mode == "parallel":
+    return Teacher(None, dict(model_flags, model_type="teacher", k_frame=model_flags["max_frames"]), None)
+  cache = teacher_cache.TeacherCache(opts.teacher_cache) if opts.teacher_cache else None
+  if not opts.teacher_checkpoint and cache is None:
+    raise InputError("--model_type=kd needs --teacher_checkpoint (a teacher train_dir or checkpoint)")
+  if opts.teacher_checkpoint:
+    checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+    teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
+    if cache is not None:
+      cache.check_teacher(checkpoint, teacher_flags)
+  else:
+    checkpoint, teacher_flags = cache.teacher_checkpoint, cache.teacher_flags
+    if opts.student_init_from_teacher:
+      checkpoint = model_utils.resolve_checkpoint(
+          checkpoint, "the checkpoint of --teacher_cache=%s (for --student_init_from_teacher)"
+          % opts.teacher_cache)
+  if cache is not None and opts.pred_weight and opts.pred_loss == "kl" and not cache.has_logits:
+    raise InputError("--pred_loss=kl needs the teacher's logits: %s was written with --cache_logits=False"
+                     % cache.describe())
+  source = ("--teacher_checkpoint=%s" % opts.teacher_checkpoint if opts.teacher_checkpoint
+            else "the teacher of " + cache.describe())
+  for name in ("num_classes", "feature_names", "feature_sizes", "frame_features", "max_frames"):
+    if teacher_flags[name] != model_flags[name]:
+      raise InputError("%s was trained with %s=%s, this run has %s=%s"
+                       % (source, name, teacher_flags[name], name, model_flags[name]))
+  return Teacher(checkpoint, teacher_flags, cache)
+
+
+def is_live(teacher):
+  """Whether the run builds the teacher's graph (serial from a checkpoint, or parallel)."""
+  return teacher.flags is not None and teacher.cache is None
+
+
+def local_scopes(teacher):
+  """Variable scopes every worker keeps on its own CPU: a live serial teacher's."""
+  return ("teacher/",) if teacher.checkpoint and teacher.cache is None else ()
+
+
+def teacher_frames(teacher, model_flags, batch):
+  """Puts the live teacher's frames into `batch` (teacher_matrix, teacher_num_frames): all frames
+  (the reader's full_* tensors) or, for a teacher that reads the student's k frames by the same
+  sampling, the student's. InputError for any other teacher."""
+  if config.frames_read(teacher.flags) is None:
+    batch["teacher_matrix"], batch["teacher_num_frames"] = (batch.pop("full_video_matrix"),
+                                                            batch.pop("full_num_frames"))
+  elif config.frames_read(teacher.flags) == config.frames_read(model_flags) and \
+      teacher.flags["frame_sampling"] == model_flags["frame_sampling"]:
+    batch["teacher_matrix"], batch["teacher_num_frames"] = batch["video_matrix"], batch["num_frames"]
+  else:
+    raise InputError("the teacher reads %s frames by %s sampling; a KD teacher must read all frames "
+                     "or the student's frames" % (teacher.flags["k_frame"], teacher.flags["frame_sampling"]))
+
+
+def _frozen_getter(getter, *args, **kwargs):
+  """Serial KD: the teacher's variables are local and not trainable (restored, never trained)."""
+  kwargs["trainable"] = False
+  kwargs["collections"] = [tf.GraphKeys.LOCAL_VARIABLES]
+  return getter(*args, **kwargs)
+
+
+def tower_outputs(teacher, opts, tower_batch):
+  """The teacher's outputs (predictions, logits, representation) in one tower: read from a cache (the
+  batch carries teacher_* outputs) or built in scope `teacher/`, frozen in serial KD."""
+  if "teacher_representation" in tower_batch:
+    return {name: tower_batch["teacher_" + name] for name in teacher_cache.OUTPUTS
+            if "teacher_" + name in tower_batch}
+  parallel = opts.kd_mode == "parallel"
+  with tf.variable_scope("", custom_getter=None if parallel else _frozen_getter):
+    return model_utils.build_model(teacher.flags, tower_batch["teacher_matrix"],
+                                   tower_batch["teacher_num_frames"],
+                                   is_training=parallel or opts.kd_teacher_is_training, scope="teacher")
+
+
+def check_representations(teacher_outputs, student_outputs, rep_weight):
+  """L_rep compares two vectors of one size: InputError otherwise (before any training)."""
+  sizes = [m["representation"].shape[-1] for m in (teacher_outputs, student_outputs)]
+  if rep_weight and sizes[0] != sizes[1]:
+    raise InputError("L_rep needs representations of one size: the teacher's has %s values, the "
+                     "student's %s (--nextvlad_hidden_size); use the teacher's size or --rep_weight=0"
+                     % tuple(sizes))
+
+
+def savers(teacher, init_student):
+  """(teacher saver, init_fn): a Saver restoring the live teacher's `teacher/` variables (None for a
+  cached or parallel teacher) and, with --student_init_from_teacher, an init_fn restoring `student/`
+  from the teacher checkpoint, whatever scope the teacher was trained in. Call after the towers are
+  built; InputError listing missing variables and shape mismatches before any training."""
+  if not teacher.checkpoint:
+    return None, None
+  scope = config.role_scope(teacher.flags)
+  teacher_saver = init_fn = None
+  if teacher.cache is None:
+    teacher_vars = model_utils.scope_variables("teacher") + [
+        v for v in tf.local_variables() if v.op.name.startswith("teacher/")]
+    teacher_saver = tf.train.Saver(model_utils.restore_map(
+        teacher.checkpoint, scope, teacher_vars, "teacher", "--teacher_checkpoint"))
+  if init_student:
+    init_saver = tf.train.Saver(model_utils.restore_map(
+        teacher.checkpoint, scope, model_utils.scope_variables("student"), "student",
+        "--teacher_checkpoint (for --student_init_from_teacher)"))
+    init_fn = lambda sess: init_saver.restore(sess, teacher.checkpoint)
+  return teacher_saver, init_fn
+
+
+def check_resume(opts, latest, teacher):
+  """A KD run resumes in the mode it started in; a teacher checkpoint other than last time's is
+  reported."""
+  has_teacher = any(name.startswith("teacher/") for name, _ in tf.train.list_variables(latest))
+  if has_teacher != (opts.kd_mode == "parallel"):
+    raise InputError("--kd_mode=%s: %s was trained with --kd_mode=%s; resume it in that mode"
+                     % (opts.kd_mode, latest, "parallel" if has_teacher else "serial"))
+  path = os.path.join(opts.train_dir, RECORD_FILE)
+  if teacher.checkpoint and tf.io.gfile.exists(path):
+    before = utils.read_json(path, "the teacher record train.py writes").get("teacher_checkpoint")
+    if before != teacher.checkpoint:
+      tf.logging.warning("This KD run was distilled from %s until now; it continues with %s.",
+                         before, teacher.checkpoint)
+
+
+def write_record(train_dir, teacher):
+  """train_dir/kd_teacher.json: the teacher checkpoint and cache of a serial KD run."""
+  if teacher.checkpoint:
+    utils.write_json_atomic(os.path.join(train_dir, RECORD_FILE),
+                            {"teacher_checkpoint": teacher.checkpoint,
+                             "teacher_cache": teacher.cache.cache_dir if teacher.cache else None})
+
+
+def log_restore(sess, teacher_saver, teacher, opts):
+  """Restores the live teacher (after the session opens) and says where the teacher comes from."""
+  if teacher_saver is not None:
+    teacher_saver.restore(sess, teacher.checkpoint)
+    tf.logging.info("Teacher restored from %s (frozen, %s mode).", teacher.checkpoint,
+                    "training" if opts.kd_teacher_is_training else "inference")
+  elif teacher.cache is not None:
+    tf.logging.info("Teacher outputs read from %s; no teacher graph.", teacher.cache.describe())
