@@ -2,7 +2,7 @@
 
 AP of a ranked list = sum over the positives in the list of (precision at that positive's rank), divided
 by the total number of positives P. P may be larger than the number of positives in the list (positives
-that were never scored still count), which is how GAP@20 works (REFERENCE.md section 2).
+that were never scored still count), which is how GAP@20 works (docs/BACKGROUND.md, Metrics).
 
 Ties in score must not favour positives or negatives: items are put in a fixed-seed random order and
 then stably sorted by descending score, so tied items end up in a reproducible random order.

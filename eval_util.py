@@ -1,6 +1,6 @@
 """YouTube-8M evaluation metrics (starter API), vectorised and streaming: Hit@1, PERR, GAP@k, mAP, loss.
 
-Definitions (REFERENCE.md section 2); inputs are float scores and 0/1 labels, both [videos, classes]:
+Definitions (docs/BACKGROUND.md, Metrics); inputs are float scores and 0/1 labels, both [videos, classes]:
   Hit@1  fraction of videos whose top-scored class is a true label. A video without labels counts as
          a miss (it is in the denominator; no hit is possible).
   PERR   per video with n > 0 labels, precision of its n top-scored classes; mean over those videos.

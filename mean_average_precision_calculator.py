@@ -3,7 +3,7 @@
 Entries of every class are pooled into flat arrays with a class id; `grouped_ap` ranks each class's
 entries by score with one global sort followed by a stable sort on class id, so there is no Python loop
 over classes. Per class: AP over that class's entries divided by that class's total positives; the mean
-is taken over classes with at least one positive (REFERENCE.md section 2).
+is taken over classes with at least one positive (docs/BACKGROUND.md, Metrics).
 """
 
 import numbers

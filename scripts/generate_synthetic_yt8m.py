@@ -4,15 +4,15 @@ Examples) for train / validate / test, a vocabulary.csv and a stats.json, determ
     python scripts/generate_synthetic_yt8m.py --out_dir=/tmp/yt8m --num_train=5000 --num_validate=1000 \
         --num_test=500 --shards_per_split=4 --video_level --seed=0
 
-Format (REFERENCE §1). Frame level: context `id` (b"syn0000123", unique across splits) and `labels`
+Format (docs/BACKGROUND.md, Data format). Frame level: context `id` (b"syn0000123", unique across splits) and `labels`
 (sorted int64 list; omitted in the test split, as in the Kaggle test split); feature lists `rgb` and
 `audio`, one uint8-quantized bytes string per frame (1 frame per second), quantized with the real
 YouTube-8M quantizer (`utils.quantize`). Video level: `id`, `labels`, `mean_rgb`, `mean_audio`, the
 means of the *dequantized* frames. Files: <out>/frame/<split>/<split>NNNN.tfrecord,
 <out>/video/<split>/<split>NNNN.tfrecord; each shard is written under a temporary name and renamed.
 
-The generative model, and why. Numbers in brackets are the real 2018 statistics of REFERENCE §5 (or
-measured on the real video-level shards of shared/data); docs/DATA.md compares them with what the
+The generative model, and why. Numbers in brackets are the real 2018 statistics of docs/BACKGROUND.md, Real data (or
+measured on the real video-level sample shards named there); docs/DATA.md compares them with what the
 defaults produce. Nothing was tuned on any frame-sampling, model or distillation result.
 
 Labels (what a video is annotated with)
@@ -378,7 +378,7 @@ class _Stats(object):
 
 
 def label_statistics(label_lists, vertical, num_classes):
-  """Label statistics of REFERENCE §5 for a list of label arrays."""
+  """Label statistics of docs/BACKGROUND.md, Real data, for a list of label arrays."""
   counts = np.array([len(labels) for labels in label_lists])
   flat = np.concatenate(label_lists) if len(label_lists) else np.zeros(0, np.int64)
   frequency = np.bincount(flat, minlength=num_classes)
@@ -389,7 +389,7 @@ def label_statistics(label_lists, vertical, num_classes):
     v = vertical[labels]
     pairs += len(v) * (len(v) - 1) // 2
     same += (int(np.sum(v[:, None] == v[None, :])) - len(v)) // 2
-  # Rank-frequency slope over ranks 10..1000 of 3862 (REFERENCE §5), scaled to other vocabulary sizes.
+  # Rank-frequency slope over ranks 10..1000 of 3862 (docs/BACKGROUND.md, Real data), scaled to other vocabulary sizes.
   last = max(20, int(round(num_classes * 1000 / 3862.0)))
   ranks = np.arange(1, len(ranked) + 1)
   fit = (ranks >= 10) & (ranks <= last) & (ranked > 0)

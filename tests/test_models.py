@@ -71,7 +71,7 @@ def _np_batch_norm(x, p, scope):
 
 
 def _np_nextvlad(frames, valid, p, scope, clusters, groups, expansion=2):
-  """REFERENCE §3, one video at a time, with explicit loops over frames, groups and clusters."""
+  """docs/BACKGROUND.md, NeXtVLAD: one video at a time, with explicit loops over frames, groups and clusters."""
   size = frames.shape[1] * expansion // groups
   vlad = np.zeros((size, clusters))
   for i, frame in enumerate(frames):

@@ -1,4 +1,4 @@
-"""Video-level training with the starter's flags on the real 2018 YouTube-8M shards in shared/data:
+"""Video-level training with the starter's flags on the real 2018 YouTube-8M shards (docs/BACKGROUND.md, Real data):
 train on 25 shards, evaluate on the other 5 (1,484 videos)."""
 
 import os
@@ -20,5 +20,5 @@ def test_logistic_regression_on_real_video_level_shards(tmp_path):
   result = eval_lib.Evaluator(train_dir, os.path.join(folder, "validate002[5-9].tfrecord"),
                               batch_size=512).evaluate(os.path.join(train_dir, "model.ckpt-870"))
   assert result["num_videos"] == 1484
-  # Measured 0.527 (REFERENCE: ~0.59 when trained on all 30 shards; the class prior gives ~0.06).
+  # Measured 0.527 (docs/BACKGROUND.md, Real data: ~0.59 when trained on all 30 shards; the class prior gives ~0.06).
   assert result["gap"] > 0.45, result

@@ -1,4 +1,4 @@
-"""The seed's command line (../shared/seed/README.seed.md) runs as written, with its data path replaced,
+"""The seed's command line (its README; docs/BACKGROUND.md, The seed) runs as written, with its data path replaced,
 and its three training stages (teacher, student, KD) run end to end."""
 
 import os
