@@ -1,9 +1,10 @@
-# Two commands on a fresh machine:  `make demo` (the whole study on generated data) and `make test`.
+# Two commands on a fresh machine:  `make demo` (the whole study on generated data) and `make test`
+# (every test; what CI runs). `make check`: the fast tests (not marked slow), for daily work.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv clean
+.PHONY: demo test check venv clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,9 @@ demo: venv
 
 test: venv
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests $(ARGS)
+
+check: venv
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m "not slow" tests $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

@@ -3,8 +3,8 @@
 Definitions (docs/BACKGROUND.md, Metrics); inputs are float scores and 0/1 labels, both [videos, classes]:
   Hit@1  fraction of videos whose top-scored class is a true label. A video without labels counts as
          a miss (it is in the denominator; no hit is possible).
-  PERR   per video with n > 0 labels, precision of its n top-scored classes; mean over those videos.
-         Videos without labels are skipped: their PERR would be 0/0.
+  PERR   per video with n > 0 labels, precision of its n top-scored classes; a video without labels
+         counts 0 (the starter's); mean over all videos.
   GAP@k  pool every video's top-k (score, label) pairs, rank by score, non-interpolated AP divided by
          P = all true labels of all videos (positives outside a top-k count in P but are never hit).
   mAP    per class: AP over the pooled top-k entries of that class divided by the class's total

@@ -10,7 +10,8 @@ import video_level_models
 from utils import InputError
 
 PREPROCESSING = ("l2", "whiten", "none")
-# The YouTube-8M PCA eigenvalues, shipped with the project (REFERENCE §1; source in docs/FIDELITY.md).
+# The YouTube-8M PCA eigenvalues, shipped with the project (docs/BACKGROUND.md, "Data format"; source in
+# docs/FIDELITY.md).
 BUNDLED_EIGENVALS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "yt8m_pca", "eigenvals.npy")
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import eval_util  # noqa: E402
+import utils  # noqa: E402
 
 LABEL_COUNT_PROBS = np.array([24.7, 22.5, 18.6, 15.6, 8.8, 4.6, 2.5, 1.3, 1.4])  # 1..9 labels
 
@@ -140,7 +141,7 @@ def summary(result):
                                                        result["avg_hit_at_one"], result["avg_perr"])
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--num_videos", type=int, default=1000000)
   parser.add_argument("--num_classes", type=int, default=3862)
@@ -148,7 +149,7 @@ def main():
   parser.add_argument("--python_videos", type=int, default=20000,
                       help="videos for the pure-Python comparison (0 skips it)")
   parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   ranks = np.arange(1, args.num_classes + 1, dtype=np.float64)
   class_probs = ranks ** -1.12 / np.sum(ranks ** -1.12)
 
@@ -186,4 +187,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

@@ -21,6 +21,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 tf.disable_v2_behavior()
 
 import readers  # noqa: E402
+import utils  # noqa: E402
 
 
 def write_shards(folder, videos, frames, shards=4, num_classes=3862):
@@ -74,12 +75,12 @@ def _one_pass(reader, files, batch, epochs):
   return count / (time.time() - started)
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--videos", type=int, default=600)
   parser.add_argument("--frames", type=int, default=300)
   parser.add_argument("--batch", type=int, default=64)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   folder = tempfile.mkdtemp(prefix="bench_readers_")
   write_shards(folder, args.videos, args.frames)
   files = readers.resolve_files(os.path.join(folder, "train*.tfrecord"))
@@ -97,4 +98,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

@@ -568,4 +568,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

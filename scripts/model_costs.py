@@ -19,6 +19,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 import config  # noqa: E402
 import model_utils  # noqa: E402
+import utils  # noqa: E402
 
 
 def _graph(model_flags, batch, frames):
@@ -65,15 +66,15 @@ def measure(model_flags, frames=None, batch=32, repeats=5, rounds_of_repeats=5):
           "ms_per_video": 1000.0 * seconds / (repeats * batch)}
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--train_dir", required=True)
   parser.add_argument("--frames", type=int, default=None, help="Frames per video (default: the run's).")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   tf.disable_v2_behavior()
   model_flags = config.load_model_flags(args.train_dir)
   print(json.dumps(measure(model_flags, args.frames or config.frames_read(model_flags)), indent=2))
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

@@ -58,7 +58,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   files = sorted(glob.glob(args.data_pattern))
   if not files:
-    sys.exit("error: --data_pattern=%s matches no file" % args.data_pattern)
+    raise utils.InputError("--data_pattern=%s matches no file" % args.data_pattern)
   frames = rgb_frames(files, args.rgb_size, args.max_videos)
   eigenvals = frame_level_models.load_eigenvals("", args.rgb_size)
   edges = np.unique(np.geomspace(1, args.rgb_size, 7).astype(int)) - 1
@@ -73,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

@@ -21,6 +21,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import utils  # noqa: E402
 
 # The seed's command line, minus what each stage sets (data, train_dir, k_frame, model_type, steps).
 SEED_FLAGS = ('--feature_names=rgb,audio --feature_sizes=1024,128 --groups=8 --nextvlad_cluster_size=128 '
@@ -82,4 +85,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  utils.run_cli(main, sys.argv[1:])

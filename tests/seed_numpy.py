@@ -18,19 +18,41 @@ def whiten(batch, eigenvals, rgb_size):
   return (batch - offset) * scale
 
 
-def batch_norm(x, p, scope, training=False):
+# The seed's slim.batch_norm layers built fused (gating_bn: no fused= argument, slim's default; linrongc's
+# mix_weights_bn: fused=True); every other one passes fused=False.
+FUSED_SCOPES = ("gating_bn", "mix_weights_bn")
+
+
+def batch_norm(x, p, scope, training=False, stats=None):
   """slim.batch_norm, centre and scale: moving statistics in inference mode, the statistics of every
-  row of x (axis 0, padded frames included) in training mode."""
+  row of x (axis 0, padded frames included) in training mode; `stats` (a dict) records each training
+  layer's (batch mean, biased batch variance, rows) under its scope."""
   mean, variance = ((x.mean(axis=0), x.var(axis=0)) if training
                     else (p[scope + "/moving_mean"], p[scope + "/moving_variance"]))
+  if training and stats is not None:
+    stats[scope] = (mean, variance, x.shape[0])
   return (x - mean) / np.sqrt(variance + BN_EPSILON) * p[scope + "/gamma"] + p[scope + "/beta"]
+
+
+def moving_statistics_update(p, stats, decay, fused_scopes=FUSED_SCOPES):
+  """The moving statistics after one training step of slim.batch_norm: moving -= (1 - decay)·(moving -
+  batch value), where a fused layer's batch variance is Bessel-corrected, var·n/(n-1) (TensorFlow's
+  FusedBatchNorm), and a non-fused one's is the biased var. {seed variable name: new value}."""
+  updated = {}
+  for scope, (mean, variance, rows) in stats.items():
+    if scope.rsplit("/", 1)[-1] in fused_scopes:
+      variance = variance * rows / max(rows - 1, 1)
+    for name, value in (("moving_mean", mean), ("moving_variance", variance)):
+      moving = p[scope + "/" + name]
+      updated[scope + "/" + name] = moving - (1.0 - decay) * (moving - value)
+  return updated
 
 
 def sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
-def nextvlad(inputs, mask, p, scope, cluster_size, groups, expansion, training=False):
+def nextvlad(inputs, mask, p, scope, cluster_size, groups, expansion, training=False, stats=None):
   """NeXtVLAD.forward: inputs [B, M, N], mask [B, M] -> [B, (λN/G)·K] (no dropout inside)."""
   batch, max_frames, feature_size = inputs.shape
   expanded = inputs @ p[scope + "/fully_connected/weights"] + p[scope + "/fully_connected/biases"]
@@ -39,7 +61,7 @@ def nextvlad(inputs, mask, p, scope, cluster_size, groups, expansion, training=F
   attention = attention.reshape(batch, max_frames * groups, 1)
   group_size = expansion * feature_size // groups
   activation = expanded.reshape(-1, expansion * feature_size) @ p[scope + "/cluster_weights"]
-  activation = batch_norm(activation, p, scope + "/cluster_bn", training)
+  activation = batch_norm(activation, p, scope + "/cluster_bn", training, stats)
   activation = activation.reshape(batch, max_frames * groups, cluster_size)
   activation = np.exp(activation - activation.max(axis=-1, keepdims=True))
   activation = activation / activation.sum(axis=-1, keepdims=True) * attention
@@ -47,11 +69,11 @@ def nextvlad(inputs, mask, p, scope, cluster_size, groups, expansion, training=F
   vlad = np.transpose(np.transpose(activation, (0, 2, 1))
                       @ expanded.reshape(batch, max_frames * groups, group_size), (0, 2, 1)) - a
   vlad = vlad / np.sqrt(np.maximum((vlad ** 2).sum(axis=1, keepdims=True), 1e-12))
-  return batch_norm(vlad.reshape(batch, cluster_size * group_size), p, scope + "/vlad_bn", training)
+  return batch_norm(vlad.reshape(batch, cluster_size * group_size), p, scope + "/vlad_bn", training, stats)
 
 
 def nextvlad_model(model_input, num_frames, p, rgb_size, cluster_size, groups, expansion,
-                   training=False, base="", vlad_scopes=("video_VLAD", "audio_VLAD")):
+                   training=False, base="", vlad_scopes=("video_VLAD", "audio_VLAD"), stats=None):
   """NeXtVLADModel_teacher/_student.create_model (linrongc's nextvlad_model for one branch, whose scopes
   are video_vlad/audio_vlad) with LogisticModel on top, without dropout (inference, or drop_rate 0):
   (representation [B, H], logits [B, C]). Names are under `base`; model_input is already whitened; the
@@ -59,12 +81,12 @@ def nextvlad_model(model_input, num_frames, p, rgb_size, cluster_size, groups, e
   mask = (np.arange(model_input.shape[1])[None, :] < np.asarray(num_frames)[:, None]).astype(np.float64)
   vlad = np.concatenate([
       nextvlad(model_input[:, :, :rgb_size], mask, p, base + vlad_scopes[0], cluster_size, groups,
-               expansion, training),
+               expansion, training, stats),
       nextvlad(model_input[:, :, rgb_size:], mask, p, base + vlad_scopes[1], cluster_size // 2,
-               groups // 2, expansion, training)], axis=1)
-  activation = batch_norm(vlad @ p[base + "hidden1_weights"], p, base + "hidden1_bn", training)
+               groups // 2, expansion, training, stats)], axis=1)
+  activation = batch_norm(vlad @ p[base + "hidden1_weights"], p, base + "hidden1_bn", training, stats)
   gates = np.maximum(batch_norm(activation @ p[base + "gating_weights_1"], p, base + "gating_bn",
-                                training), 0.0)
+                                training, stats), 0.0)
   activation = activation * sigmoid(gates @ p[base + "gating_weights_2"])
   logits = activation @ p[base + "fully_connected/weights"] + p[base + "fully_connected/biases"]
   return activation, logits

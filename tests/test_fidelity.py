@@ -9,7 +9,6 @@ import eval_util
 import frame_level_models
 import import_checkpoint
 import kd_losses
-import layers
 import model_utils
 import readers
 import seed_numpy
@@ -162,8 +161,35 @@ def test_initialisers_follow_slims_formula_on_the_seed_size_model():
       assert all(not b.any() for b in biases)
 
 
-def test_glorot_is_the_named_alternative():
-  with tf.Graph().as_default(), tf.Session() as sess:
-    var = tf.get_variable("w", [400, 100], initializer=layers.weight_initializer("glorot"))
-    sess.run(tf.global_variables_initializer())
-    assert abs(sess.run(tf.math.reduce_std(var)) / np.sqrt(2.0 / 500) - 1) < 0.05
+@pytest.mark.parametrize("variance", ["seed", "biased"])
+def test_moving_statistics_update_like_the_seed(variance):
+  """One training step's batch-norm updates against seed_numpy: the seed's fused gating_bn moves its
+  moving variance towards the Bessel-corrected n/(n-1)·var, every other layer towards the biased var
+  (--batchnorm_variance=seed); --batchnorm_variance=biased uses the biased var everywhere."""
+  rng = np.random.RandomState(5)
+  valid = np.array([7, 3, 1, 6, 2])
+  frames = _frames(rng, 5, 7, 40, valid)
+  flags = dict(SMALL, batchnorm_decay=0.9, batchnorm_variance=variance)
+  with tf.Graph().as_default():
+    inputs = tf.placeholder(tf.float32, [None, None, 40])
+    num_frames = tf.placeholder(tf.int32, [None])
+    model_utils.build_model(flags, inputs, num_frames, is_training=True)
+    moving = {v.op.name: v for v in tf.global_variables() if "moving_" in v.op.name}
+    with tf.Session() as sess:
+      values = helpers.randomise(sess, tf.global_variables(), rng)
+      sess.run(tf.get_collection(tf.GraphKeys.UPDATE_OPS), {inputs: frames, num_frames: valid})
+      got = {import_checkpoint.seed_name(name[len("teacher/"):]): value
+             for name, value in sess.run(moving).items()}
+  weights = {import_checkpoint.seed_name(name): value.astype(np.float64) for name, value in values.items()}
+  stats = {}
+  eigenvals = frame_level_models.load_eigenvals("", 32).astype(np.float64)
+  seed_numpy.nextvlad_model(seed_numpy.whiten(frames.astype(np.float64), eigenvals, 32), valid, weights,
+                            rgb_size=32, cluster_size=4, groups=4, expansion=2, training=True, stats=stats)
+  expected = seed_numpy.moving_statistics_update(
+      weights, stats, 0.9, seed_numpy.FUSED_SCOPES if variance == "seed" else ())
+  assert sorted(got) == sorted(expected) and len(got) == 2 * 6
+  for name in got:
+    np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  before, after = weights["gating_bn/moving_variance"], got["gating_bn/moving_variance"]
+  ratio = (after - 0.9 * before) / (0.1 * stats["gating_bn"][1])   # the factor on the batch variance
+  np.testing.assert_allclose(ratio, 5 / 4 if variance == "seed" else 1.0, rtol=1e-4)

@@ -13,6 +13,7 @@ import eval_util
 import generate_synthetic_yt8m as gen
 import readers
 import utils
+from helpers import run_batches
 
 SIZES = {"train": 40, "validate": 12, "test": 6}
 
@@ -121,9 +122,16 @@ def test_video_level_means_are_means_of_dequantized_frames(tmp_path):
 def test_readers_accept_the_generated_shards(tmp_path):
   _small(tmp_path)
   reader = readers.YT8MFrameFeatureReader(30, ["rgb", "audio"], [8, 4], max_frames=50)
-  reader.validate_files(readers.resolve_files(str(tmp_path / "frame" / "validate" / "*.tfrecord")))
+  frame_files = readers.resolve_files(str(tmp_path / "frame" / "validate" / "*.tfrecord"))
+  assert sum(reader.validate_files(frame_files)) == SIZES["validate"]
+  with tf.Graph().as_default():
+    batches = run_batches(*reader.input_batch(frame_files, 4, training=False, num_readers=1))
+  assert sum(len(b["video_ids"]) for b in batches) == SIZES["validate"]
+  assert all(b["labels"].sum(axis=1).min() >= 1 for b in batches), "every validation video has a label"
+  assert all(1 <= n <= 50 for b in batches for n in b["num_frames"])
   video = readers.YT8MAggregatedFeatureReader(30, ["mean_rgb", "mean_audio"], [8, 4])
-  video.validate_files(readers.resolve_files(str(tmp_path / "video" / "validate" / "*.tfrecord")))
+  video_files = readers.resolve_files(str(tmp_path / "video" / "validate" / "*.tfrecord"))
+  assert sum(video.validate_files(video_files)) == SIZES["validate"]
 
 
 def test_deterministic_by_seed_and_cli(tmp_path):

@@ -16,7 +16,7 @@ import inference
 import model_utils
 import seed_numpy
 import train
-from helpers import frame_record, make_frame_videos, write_records
+from helpers import frame_record, make_frame_videos, run_ok, write_records
 from utils import InputError
 
 HP = dict(feature_sizes=[16, 4], groups=2, clusters=4, hidden=8, expansion=2, reduction=2, classes=5)
@@ -74,13 +74,16 @@ def whitened(frames):
   return seed_numpy.whiten(frames.astype(np.float64), frame_level_models.load_eigenvals("", 16), 16)
 
 
+@pytest.mark.slow
 def test_seed_teacher_checkpoint_imports_and_predicts_like_the_seed(tmp_path, shards):
   shapes = seed_numpy.seed_variables("teacher/tower/", HP["feature_sizes"], HP["groups"],
                                          HP["clusters"], HP["hidden"], HP["expansion"], HP["reduction"],
                                          HP["classes"])
   assert len(shapes) == 2 * 14 + 13
   params = write_seed_checkpoint(str(tmp_path / "seed" / "model.ckpt-1234"), shapes)
-  run_import(str(tmp_path / "seed"), tmp_path / "imported")
+  # As the script's docstring shows it, in a fresh interpreter (where train.py's flags are not defined).
+  run_ok("scripts/import_checkpoint.py", "--checkpoint=%s" % (tmp_path / "seed"),
+         "--output_dir=%s" % (tmp_path / "imported"), *ARCH)
   model_flags = config.load_model_flags(str(tmp_path / "imported"))
   assert model_flags["model"] == "NeXtVLADModel" and model_flags["model_type"] == "teacher"
   got = evaluate(tmp_path / "imported", shards)

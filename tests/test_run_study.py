@@ -3,13 +3,11 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import run_study
-from helpers import ROOT
+from helpers import run_ok, run_program
 from utils import InputError
 
 TINY = ["--num_train=96", "--num_validate=40", "--num_classes=12", "--rgb_size=8", "--audio_size=4",
@@ -25,8 +23,9 @@ def read_csv(path):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
+  """The README's command, in a fresh interpreter, at a tiny size."""
   out_dir = str(tmp_path_factory.mktemp("study"))
-  run_study.main(["--out_dir=" + out_dir] + TINY)
+  run_ok("scripts/run_study.py", "--out_dir=" + out_dir, *TINY)
   return out_dir
 
 
@@ -85,19 +84,16 @@ def test_study_rejects_bad_arguments_in_one_line(tmp_path):
   with pytest.raises(InputError, match="--ks=6,300: expected .* between 1 and --max_frames-1 \\(299\\)"):
     run_study.main(["--out_dir=" + str(tmp_path), "--ks=6,300"])
   assert os.listdir(str(tmp_path)) == []
-  done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "run_study.py"), "--ks=six",
-                         "--out_dir=" + str(tmp_path)], capture_output=True, text=True)
+  done = run_program("scripts/run_study.py", "--ks=six", "--out_dir=" + str(tmp_path))
   assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --ks=six: expected")
 
 
 def test_compare_teachers_tables(tmp_path):
   """scripts/compare_teachers.py: both teachers and their KD students per seed; the paired table is
   the per-seed difference of the two students' final GAP."""
-  import compare_teachers
-  import json
   tiny = [a for a in TINY if not a.startswith(("--ks", "--student_steps", "--teacher_steps"))]
-  compare_teachers.main(["--out_dir=" + str(tmp_path), "--seeds=2", "--ks=3", "--teacher_steps=4",
-                         "--student_steps=2", "--mix_flags=--mix_number=2 --cl_temperature=3"] + tiny)
+  run_ok("scripts/compare_teachers.py", "--out_dir=" + str(tmp_path), "--seeds=2", "--ks=3",
+         "--teacher_steps=4", "--student_steps=2", "--mix_flags=--mix_number=2 --cl_temperature=3", *tiny)
   results = read_csv(os.path.join(str(tmp_path), "results.csv"))
   assert [row[0] for row in results[1:]] == [
       "NeXtVLAD teacher (all frames)", "MixNeXtVLAD teacher (all frames)",
@@ -110,3 +106,17 @@ def test_compare_teachers_tables(tmp_path):
   assert paired[1][0] == "k=3"
   assert [float(d) for d in paired[1][1].split()] == pytest.approx(
       [m - n for m, n in zip(gap["kd_from_mix_k3"], gap["kd_from_nextvlad_k3"])], abs=1e-4)
+
+
+def test_ablation_driver_one_configuration(tmp_path):
+  """scripts/run_ablation.py as its docstring shows it, narrowed to one configuration and seed: the
+  study of that configuration and the table of its final GAPs."""
+  run_ok("scripts/run_ablation.py", "--out_dir", str(tmp_path), "--seeds", "1", "--ks", "3",
+         "--only", "bn_decay_099",
+         "--study_args", " ".join(a for a in TINY if not a.startswith(("--ks", "--model_flags"))))
+  rows = read_csv(os.path.join(str(tmp_path), "ablation.csv"))
+  assert rows[0][:4] == ["configuration", "teacher", "student k=3", "KD k=3"]
+  assert rows[1][0] == "--batchnorm_decay=0.99" and all(0 <= float(v) <= 1 for v in rows[1][1:4])
+  gap = json.load(open(os.path.join(str(tmp_path), "bn_decay_099", "runs", "kd_k3_seed0", "eval",
+                                    "metrics-4.json")))["gap"]
+  assert float(rows[1][3]) == pytest.approx(gap, abs=1e-4)

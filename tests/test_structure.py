@@ -1,0 +1,92 @@
+"""The structure rules: every flag two programs share is defined once, in config.py (a second definition
+is an error at import); the model registry has no import cycle; every program's entry point is the
+one harness."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import config
+import model_utils
+from helpers import ROOT
+from utils import InputError
+
+PROGRAMS = ("train", "eval", "inference", "export_model", "cache_teacher", "import_checkpoint")
+MODEL_FILES = ("nextvlad.py", "frame_level_models.py", "video_level_models.py")
+
+
+def _imports(path):
+  """The top-level module names a file imports."""
+  tree = ast.parse(open(os.path.join(ROOT, path)).read())
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(alias.name.split(".")[0] for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.add(node.module.split(".")[0])
+  return names
+
+
+@pytest.mark.slow
+def test_flags_have_one_home():
+  """In a fresh interpreter that imports every flag-driven program: each flag is defined by exactly
+  one module, the model flags by config.py, and no program redefines a config flag."""
+  script = ("import json, sys; sys.path[:0] = [%r, %r]\n"
+            "import %s\n"
+            "from absl import flags\n"
+            "print(json.dumps({m: sorted(f.name for f in flags.FLAGS.get_flags_for_module(m)) "
+            "for m in %r}))" % (ROOT, os.path.join(ROOT, "scripts"), ", ".join(PROGRAMS + ("config",)),
+                                 PROGRAMS + ("config",)))
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+  assert done.returncode == 0, done.stderr[-3000:]
+  defined = json.loads(done.stdout.strip().splitlines()[-1])
+  assert set(config.MODEL_FLAG_NAMES) <= set(defined["config"])
+  owners = {}
+  for module, names in defined.items():
+    for name in names:
+      assert name not in owners, "--%s defined by %s and %s" % (name, owners[name], module)
+      owners[name] = module
+  for shared in ("train_dir", "checkpoint_file", "teacher_checkpoint", "input_data_pattern", "top_k",
+                 "batch_size", "gradient_clipping", "kd_regularization", "kd_teacher_is_training"):
+    assert owners[shared] == "config", shared
+
+
+@pytest.mark.slow
+def test_a_conflicting_redefinition_is_an_error_at_import():
+  script = ("import sys; sys.path.insert(0, %r)\nimport config\nfrom absl import flags\n"
+            "flags.DEFINE_integer('batch_size', 5, 'another default')" % ROOT)
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+  assert done.returncode != 0 and "DuplicateFlagError" in done.stderr and "batch_size" in done.stderr
+
+
+def test_the_registry_has_no_cycle():
+  """models.py imports no project module; each model file imports `models` and never model_utils; the
+  one table from --model names to classes is model_utils.MODELS."""
+  project = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")}
+  assert not _imports("models.py") & project
+  for path in MODEL_FILES:
+    imported = _imports(path)
+    assert "models" in imported and "model_utils" not in imported and "config" not in imported, path
+  assert sorted(model_utils.MODELS) == ["FrameLevelLogisticModel", "LogisticModel", "MixNeXtVladModel",
+                                        "MoeModel", "NeXtVLADModel"]
+  with pytest.raises(InputError, match=r"--model='Nope': unknown, expected one of FrameLevelLogisticModel"):
+    model_utils.get_model("Nope")
+
+
+def test_every_program_uses_the_one_harness():
+  """Each flag-driven program's main is utils.flag_program(run) and its __main__ block utils.run_cli;
+  the argparse scripts and benchmarks run through utils.run_cli as well."""
+  for path in ("train.py", "eval.py", "inference.py", "export_model.py", "cache_teacher.py",
+               "scripts/import_checkpoint.py"):
+    text = open(os.path.join(ROOT, path)).read()
+    assert "main = utils.flag_program(" in text and "FLAGS(argv)" not in text, path
+  scripts = [os.path.join(folder, name) for folder in ("scripts", "bench")
+             for name in os.listdir(os.path.join(ROOT, folder)) if name.endswith(".py")]
+  assert len(scripts) >= 10
+  for path in scripts + ["train.py", "eval.py", "inference.py", "export_model.py", "cache_teacher.py"]:
+    tail = open(os.path.join(ROOT, path)).read().split('if __name__ == "__main__":')[-1]
+    assert tail.strip().startswith("utils.run_cli(main, sys.argv"), path
