@@ -18,7 +18,9 @@ import time
 import tensorflow.compat.v1 as tf
 
 import config
+import kd_teacher
 import model_utils
+import precise_bn
 import readers
 import teacher_cache
 import utils
@@ -34,13 +36,14 @@ flags.DEFINE_enum("cache_dtype", "float32", list(teacher_cache.DTYPES),
                   case_sensitive=False)
 flags.DEFINE_bool("cache_logits", True, "Also cache the teacher's logits (needed by --pred_loss=kl).")
 PROGRESS_SECS = 10.0
+PRECISE_BN_DIR = "teacher_precise_bn"   # in the cache directory
 
 
-def _manifest_header(checkpoint, teacher_flags, opts, sizes):
+def _manifest_header(checkpoint, teacher_flags, opts, sizes, precise):
   step = int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
   return {"format": teacher_cache.FORMAT_VERSION, "teacher_checkpoint": os.path.abspath(checkpoint),
           "global_step": step, "teacher_model_flags": teacher_flags, "dtype": opts.cache_dtype,
-          "sizes": sizes}
+          "sizes": sizes, "precise_bn": precise}
 
 
 def _open_manifest(cache_dir, header):
@@ -96,7 +99,16 @@ def run(opts):
     filename, init, fetch, saver, reader = _teacher_graph(teacher_flags, opts.cache_logits, opts.batch_size)
     sizes = {name: int(fetch[name].shape[-1]) for name in fetch if name != "video_ids"}
   counts = reader.validate_files(files)
-  manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes))
+  precise = (precise_bn.record(checkpoint, opts.input_data_pattern, opts.precise_bn_batches, opts.batch_size, 0)
+             if opts.precise_bn_batches else None)
+  manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes, precise))
+  restored = checkpoint
+  if precise:  # the teacher cached has its batch-norm statistics recomputed from the data it is run on
+    restored = precise_bn.recompute(checkpoint, opts.input_data_pattern, opts.precise_bn_batches,
+                                    os.path.join(opts.cache_dir, PRECISE_BN_DIR), opts.batch_size,
+                                    num_readers=opts.num_readers)
+  else:
+    kd_teacher.warn_if_unconverged(checkpoint, teacher_flags, "--teacher_checkpoint=" + checkpoint)
   done = lambda f, n: (os.path.basename(f) in manifest["shards"] and
                        n in (None, manifest["shards"][os.path.basename(f)]["records"]) and
                        tf.io.gfile.exists(teacher_cache.shard_path(opts.cache_dir, f)))
@@ -106,7 +118,7 @@ def run(opts):
                   manifest["global_step"], len(pending), len(files), total, opts.cache_dir, opts.cache_dtype)
   graph.finalize()
   with tf.Session(graph=graph) as sess:
-    saver.restore(sess, checkpoint)
+    saver.restore(sess, restored)
     start, written, last_log = time.time(), 0, time.time()
     for index, (data_file, count) in enumerate(pending):
       target = teacher_cache.shard_path(opts.cache_dir, data_file)

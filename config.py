@@ -145,6 +145,11 @@ flags.DEFINE_string("train_dir", "/tmp/yt8m_model/",
 flags.DEFINE_string("checkpoint_file", "", "A checkpoint of --train_dir (default: the latest).")
 flags.DEFINE_string("teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir.")
 flags.DEFINE_string("input_data_pattern", "", "Glob(s) of the shards to read, comma-separated.")
+flags.DEFINE_string("output_dir", "", "The new train_dir a program writes (import_checkpoint.py, precise_bn.py).")
+flags.DEFINE_integer("precise_bn_batches", 0,
+                     "Recompute a frozen teacher's batch-norm statistics from this many training batches "
+                     "before it is used (precise_bn.py; train.py --model_type=kd, cache_teacher.py); 0: "
+                     "use its moving averages as trained.", lower_bound=0)
 flags.DEFINE_integer("top_k", 20, "Classes per video kept (GAP/mAP in eval, the CSV, the export).",
                      lower_bound=1)
 

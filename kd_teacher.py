@@ -16,16 +16,23 @@ import tensorflow.compat.v1 as tf
 
 import config
 import model_utils
+import precise_bn
 import teacher_cache
 import utils
 from utils import InputError
 
 RECORD_FILE = "kd_teacher.json"   # in the student's train_dir: the teacher checkpoint and cache used
 
-# checkpoint: the teacher checkpoint (None in parallel KD); flags: its model flags; cache: the
-# TeacherCache read instead of running it, or None.
-Teacher = collections.namedtuple("Teacher", "checkpoint flags cache")
+# checkpoint: the teacher checkpoint restored (None in parallel KD); flags: its model flags; cache: the
+# TeacherCache read instead of running it, or None; named: the checkpoint --teacher_checkpoint (or the
+# cache) names; precise_bn: the precise_bn.record() of `checkpoint` when its batch-norm statistics were
+# recomputed from `named`, else None.
+Teacher = collections.namedtuple("Teacher", "checkpoint flags cache named precise_bn", defaults=(None, None))
 NO_TEACHER = Teacher(None, None, None)
+PRECISE_BN_DIR = "teacher_precise_bn"   # in the student's train_dir
+# A frozen teacher whose moving batch-norm statistics still hold more than this share of their initial
+# values (decay^steps) gets a warning, unless they are recomputed.
+UNCONVERGED_SHARE = 0.05
 
 
 def setup(opts, model_flags):
@@ -67,7 +74,48 @@ def setup(opts, model_flags):
     if teacher_flags[name] != model_flags[name]:
       raise InputError("%s was trained with %s=%s, this run has %s=%s"
                        % (source, name, teacher_flags[name], name, model_flags[name]))
-  return Teacher(checkpoint, teacher_flags, cache)
+  if cache is not None:
+    _check_cache_statistics(cache, opts.precise_bn_batches)
+    return Teacher(checkpoint, teacher_flags, cache, checkpoint, cache.precise_bn)
+  if opts.precise_bn_batches:
+    precise = precise_bn.recompute(checkpoint, opts.train_data_pattern, opts.precise_bn_batches,
+                                   os.path.join(opts.train_dir, PRECISE_BN_DIR), opts.batch_size,
+                                   opts.seed, opts.num_readers)
+    return Teacher(precise, teacher_flags, None, checkpoint,
+                   precise_bn.record(checkpoint, opts.train_data_pattern, opts.precise_bn_batches,
+                                     opts.batch_size, opts.seed))
+  warn_if_unconverged(checkpoint, teacher_flags, source)
+  return Teacher(checkpoint, teacher_flags, None, checkpoint)
+
+
+def _check_cache_statistics(cache, precise_bn_batches):
+  """A cache holds the teacher it was written with: --precise_bn_batches must agree with it."""
+  cached = cache.precise_bn["batches"] if cache.precise_bn else 0
+  if precise_bn_batches and precise_bn_batches != cached:
+    raise InputError("--precise_bn_batches=%d but %s was written with %s; write the cache with "
+                     "cache_teacher.py --precise_bn_batches=%d" % (
+                         precise_bn_batches, cache.describe(),
+                         "precise statistics from %d batches" % cached if cached else "the moving averages",
+                         precise_bn_batches))
+  if not cached:
+    warn_if_unconverged(cache.teacher_checkpoint, cache.teacher_flags, "the teacher of " + cache.describe(),
+                        cache.manifest["global_step"])
+
+
+def warn_if_unconverged(checkpoint, teacher_flags, source, step=None):
+  """One warning line when a frozen teacher's moving batch-norm statistics still hold more than
+  UNCONVERGED_SHARE of their initial values (decay^step), since they will be used as they are."""
+  try:
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+    step = step if step is not None else int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
+  except (tf.errors.OpError, ValueError):
+    return
+  share = float(teacher_flags.get("batchnorm_decay", 0.0)) ** step
+  if share > UNCONVERGED_SHARE and any(name.endswith("moving_mean") for name in names):
+    tf.logging.warning("%s: its batch-norm moving statistics still hold %.0f%% of their initial values "
+                       "(--batchnorm_decay=%g, %d steps) and the frozen teacher uses them as they are; "
+                       "--precise_bn_batches=200 recomputes them from the training data",
+                       source, 100 * share, teacher_flags["batchnorm_decay"], step)
 
 
 def is_live(teacher):
@@ -155,17 +203,20 @@ def check_resume(opts, latest, teacher):
                      % (opts.kd_mode, latest, "parallel" if has_teacher else "serial"))
   path = os.path.join(opts.train_dir, RECORD_FILE)
   if teacher.checkpoint and tf.io.gfile.exists(path):
-    before = utils.read_json(path, "the teacher record train.py writes").get("teacher_checkpoint")
-    if before != teacher.checkpoint:
-      tf.logging.warning("This KD run was distilled from %s until now; it continues with %s.",
-                         before, teacher.checkpoint)
+    recorded = utils.read_json(path, "the teacher record train.py writes")
+    before = (recorded.get("teacher_checkpoint"), recorded.get("precise_bn"))
+    if before != (teacher.named, teacher.precise_bn):
+      tf.logging.warning("This KD run was distilled from %s (precise batch-norm statistics: %s) until "
+                         "now; it continues with %s (%s).", before[0], before[1], teacher.named,
+                         teacher.precise_bn)
 
 
 def write_record(train_dir, teacher):
   """train_dir/kd_teacher.json: the teacher checkpoint and cache of a serial KD run."""
   if teacher.checkpoint:
     utils.write_json_atomic(os.path.join(train_dir, RECORD_FILE),
-                            {"teacher_checkpoint": teacher.checkpoint,
+                            {"teacher_checkpoint": teacher.named, "restored_checkpoint": teacher.checkpoint,
+                             "precise_bn": teacher.precise_bn,
                              "teacher_cache": teacher.cache.cache_dir if teacher.cache else None})
 
 
@@ -173,7 +224,9 @@ def log_restore(sess, teacher_saver, teacher, opts):
   """Restores the live teacher (after the session opens) and says where the teacher comes from."""
   if teacher_saver is not None:
     teacher_saver.restore(sess, teacher.checkpoint)
-    tf.logging.info("Teacher restored from %s (frozen, %s mode).", teacher.checkpoint,
-                    "training" if opts.kd_teacher_is_training else "inference")
+    tf.logging.info("Teacher restored from %s (frozen, %s mode%s).", teacher.checkpoint,
+                    "training" if opts.kd_teacher_is_training else "inference",
+                    ", batch-norm statistics recomputed from %d batches" % teacher.precise_bn["batches"]
+                    if teacher.precise_bn else "")
   elif teacher.cache is not None:
     tf.logging.info("Teacher outputs read from %s; no teacher graph.", teacher.cache.describe())

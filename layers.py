@@ -10,6 +10,16 @@ from utils import InputError
 WEIGHT_INITS = ("slim", "glorot")
 # --batchnorm_variance: what a layer's moving variance moves towards (see batch_norm's `unbiased`).
 BATCHNORM_VARIANCE = ("seed", "biased")
+# Graph collection of every training-mode batch norm's BatchNormStatistics (precise_bn.py reads it).
+BATCH_NORM_STATISTICS = "batch_norm_statistics"
+
+
+class BatchNormStatistics(object):
+  """One training-mode batch norm: its moving variables and this batch's mean and (biased) variance."""
+
+  def __init__(self, moving_mean, moving_variance, mean, variance):
+    self.moving_mean, self.moving_variance = moving_mean, moving_variance
+    self.mean, self.variance = mean, variance
 
 
 class SlimVarianceScaling(object):
@@ -94,6 +104,8 @@ def batch_norm(inputs, is_training, scope="batch_norm", decay=0.999, epsilon=1e-
         else:
           rows = tf.reduce_sum(tf.cast(mask, tf.float32))
         target_variance = variance * rows / tf.maximum(rows - 1.0, 1.0)
+      tf.add_to_collection(BATCH_NORM_STATISTICS,
+                           BatchNormStatistics(moving_mean, moving_variance, mean, variance))
       for moving, value in ((moving_mean, mean), (moving_variance, target_variance)):
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
                              tf.assign_sub(moving, (1.0 - decay) * (moving - value)))

@@ -440,6 +440,27 @@ def explain_data_error(error, files, reader=None):
   return None
 
 
+def video_lengths(files, feature_name, limit=512):
+  """Frame counts (the length of feature list `feature_name`) of up to `limit` frame-level videos, read
+  from the start of the files in turn (a sample for the warnings before training)."""
+  lengths = []
+  for path in files:
+    for record in tf.io.tf_record_iterator(path):
+      example = tf.train.SequenceExample.FromString(record)
+      lengths.append(len(example.feature_lists.feature_list[feature_name].feature))
+      if len(lengths) >= limit:
+        return lengths
+  return lengths
+
+
+def strided_padding_share(lengths, k, max_frames):
+  """(share of `lengths` shorter than the last strided position + 1, that position): the videos whose
+  strided-k student reads padding at some of its positions."""
+  last = strided_positions(k, max_frames)[-1]
+  short = sum(1 for n in lengths if min(n, max_frames) <= last)
+  return (short / len(lengths) if lengths else 0.0), last
+
+
 def run_on_input(sess, fetch, files, reader=None, feed_dict=None):
   """sess.run(fetch, feed_dict) where an error about the input data becomes the InputError that
   explain_data_error gives (naming the file, the video and what was expected); the end of the input

@@ -77,6 +77,7 @@ class TeacherCache(object):
     self.cache_dir, self.flag_name, self.manifest = cache_dir, flag_name, manifest
     self.teacher_checkpoint = manifest["teacher_checkpoint"]
     self.teacher_flags = manifest["teacher_model_flags"]
+    self.precise_bn = manifest.get("precise_bn")   # precise_bn.record() of the teacher cached, or None
     self.sizes = {name: manifest["sizes"][name] for name in OUTPUTS if name in manifest["sizes"]}
 
   @property

@@ -77,6 +77,14 @@ flags.DEFINE_enum("pred_loss", "mse", list(kd_losses.PRED_LOSSES),
                   "L_pred: mse on probabilities (paper) or kl on soft targets.", case_sensitive=False)
 config.define_float("temperature", 1.0, "Temperature of --pred_loss=kl.", lambda v: v > 0,
                     "a positive temperature")
+flags.DEFINE_bool("kd_balance", False,
+                  "Weight L_pred and L_rep relative to L_CE: each term's loss is its weight times L_CE at "
+                  "every step (kd_losses.distillation_loss), free of the representation's scale and size "
+                  "and of the number of classes.")
+flags.DEFINE_enum("rep_loss", "mse", list(kd_losses.REP_LOSSES),
+                  "L_rep: mse (the paper's and the seed's squared error), cosine (1 - cosine similarity) "
+                  "or relative (squared error / the teacher's squared norm); the last two do not grow with "
+                  "the representation's size or scale.", case_sensitive=False)
 flags.DEFINE_bool("student_init_from_teacher", False, "Start the student from the teacher's weights.")
 
 
@@ -196,7 +204,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
         kd_teacher.check_representations(teacher_outputs, student, opts.rep_weight)
         loss, terms = kd_losses.distillation_loss(ce, teacher_outputs, student, opts.ce_weight,
                                                   opts.pred_weight, opts.rep_weight,
-                                                  opts.pred_loss, opts.temperature)
+                                                  opts.pred_loss, opts.temperature, opts.rep_loss,
+                                                  opts.kd_balance)
         if parallel:
           terms["teacher_ce"] = model_utils.training_label_loss(label_loss, teacher_outputs, labels)
           loss += terms["teacher_ce"]
@@ -245,6 +254,7 @@ def _input_batch(opts, model_flags, teacher, num_towers):
                                    also_full_frames=live and config.frames_read(teacher.flags) is None,
                                    seed=opts.seed)
   files = readers.resolve_files(opts.train_data_pattern, "--train_data_pattern")
+  _warn_if_strided_reads_padding(model_flags, files)
   batch, init = reader.input_batch(files, opts.batch_size * num_towers, training=True,
                                    num_readers=opts.num_readers,
                                    num_epochs=opts.num_epochs or None,
@@ -253,6 +263,27 @@ def _input_batch(opts, model_flags, teacher, num_towers):
   if live:
     kd_teacher.teacher_frames(teacher, model_flags, batch)
   return batch, init, files, reader
+
+
+STRIDED_PADDING_WARNING = 0.2   # share of sampled training videos
+
+
+def _warn_if_strided_reads_padding(model_flags, files):
+  """--frame_sampling=strided reads fixed positions of the padded window: one warning line when more
+  than STRIDED_PADDING_WARNING of the training videos (a sample of the first 512) are shorter than the
+  last position, so that their student reads padding there."""
+  k = config.frames_read(model_flags)
+  if not k or model_flags["frame_sampling"] != "strided" or any("://" in f for f in files):
+    return
+  lengths = readers.video_lengths(files, model_flags["feature_names"][0])
+  share, last = readers.strided_padding_share(lengths, k, model_flags["max_frames"])
+  if share > STRIDED_PADDING_WARNING:
+    tf.logging.warning("--frame_sampling=strided reads positions 0:%d:%d, up to frame %d: %.0f%% of %d "
+                       "training videos sampled are shorter, so the student reads padding at some of "
+                       "its %d positions (the seed's sampling); --frame_sampling=uniform spreads the k "
+                       "frames over each video's own frames", model_flags["max_frames"],
+                       max(model_flags["max_frames"] // k, 1), last, 100 * share, len(lengths),
+                       len(readers.strided_positions(k, model_flags["max_frames"])))
 
 
 def _check_train_dir(opts, chief):

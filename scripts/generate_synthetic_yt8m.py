@@ -220,23 +220,52 @@ def draw_topics(world, rng, vertical_affinity, missing_rate):
   return chosen[:count], chosen[count:], main
 
 
-def video_length(rng, min_frames, max_frames):
+class Shape(object):
+  """How long the videos are and where their topics show: the defaults are the calibrated ones
+  (module docstring); the distillation diagnosis (docs/DISTILLATION.md) moves them.
+    segments_per_topic  (lo, hi) evidence segments per topic, inclusive
+    segment_fraction    (lo, hi) each segment's length as a fraction of the video's
+    short_fraction      share of short videos, 20-120 s uniform
+    length_median       median length in seconds of the other videos (log-normal, sd LENGTH_LOG_SD)"""
+
+  def __init__(self, segments_per_topic=SEGMENTS_PER_TOPIC, segment_fraction=SEGMENT_FRACTION,
+               short_fraction=SHORT_FRACTION, length_median=LENGTH_MEDIAN_SECONDS):
+    self.segments_per_topic = tuple(int(v) for v in segments_per_topic)
+    self.segment_fraction = tuple(float(v) for v in segment_fraction)
+    self.short_fraction, self.length_median = float(short_fraction), float(length_median)
+    lo, hi = self.segments_per_topic
+    if not 1 <= lo <= hi or not 0 < self.segment_fraction[0] <= self.segment_fraction[1] <= 1 or \
+        not 0 <= self.short_fraction <= 1 or self.length_median <= 0:
+      raise ValueError("segments_per_topic needs 1 <= lo <= hi, segment_fraction 0 < lo <= hi <= 1, "
+                       "short_fraction in [0, 1] and length_median > 0")
+
+  def describe(self):
+    return {"segments_per_topic": list(self.segments_per_topic),
+            "segment_fraction": list(self.segment_fraction), "short_fraction": self.short_fraction,
+            "length_median_seconds": self.length_median, "length_log_sd": LENGTH_LOG_SD}
+
+
+DEFAULT_SHAPE = Shape()
+
+
+def video_length(rng, min_frames, max_frames, shape=DEFAULT_SHAPE):
   """Frames written for one video: min(length in seconds, max_frames), at least min_frames."""
-  if rng.random() < SHORT_FRACTION:
+  if rng.random() < shape.short_fraction:
     seconds = rng.uniform(20.0, 120.0)
   else:
-    seconds = LENGTH_MEDIAN_SECONDS * np.exp(LENGTH_LOG_SD * rng.standard_normal())
+    seconds = shape.length_median * np.exp(LENGTH_LOG_SD * rng.standard_normal())
   return int(min(max(int(seconds), min_frames), max_frames))
 
 
-def evidence_mask(rng, num_frames, num_topics):
-  """[num_frames, num_topics] float32: 1 where a topic's evidence is on screen (1-3 segments each)."""
+def evidence_mask(rng, num_frames, num_topics, shape=DEFAULT_SHAPE):
+  """[num_frames, num_topics] float32: 1 where a topic's evidence is on screen (its segments)."""
   mask = np.zeros((num_frames, num_topics), np.float32)
   if num_topics == 0:
     return mask
-  per_topic = rng.integers(SEGMENTS_PER_TOPIC[0], SEGMENTS_PER_TOPIC[1] + 1, num_topics)
+  per_topic = rng.integers(shape.segments_per_topic[0], shape.segments_per_topic[1] + 1, num_topics)
   owner = np.repeat(np.arange(num_topics), per_topic)
-  lengths = np.maximum(1, np.round(rng.uniform(*SEGMENT_FRACTION, size=len(owner)) * num_frames)).astype(int)
+  lengths = np.maximum(1, np.round(rng.uniform(*shape.segment_fraction, size=len(owner))
+                                   * num_frames)).astype(int)
   starts = np.floor(rng.random(len(owner)) * (num_frames - lengths + 1)).astype(int)
   t = np.arange(num_frames)[:, None]
   inside = (t >= starts) & (t < starts + lengths)                      # [frames, segments]
@@ -250,9 +279,10 @@ def _normal_rows(world, rng, count):
   return world.noise_banks[0][index[0]] + world.noise_banks[1][index[1]]
 
 
-def video_features(world, rng, evidence_topics, num_frames, evidence_strength, main_vertical=None):
+def video_features(world, rng, evidence_topics, num_frames, evidence_strength, main_vertical=None,
+                   shape=DEFAULT_SHAPE):
   """(quantized uint8 [num_frames, rgb_size + audio_size], evidence mask [num_frames, topics])."""
-  mask = evidence_mask(rng, num_frames, len(evidence_topics))
+  mask = evidence_mask(rng, num_frames, len(evidence_topics), shape)
   topics = np.asarray(evidence_topics, np.int64)
   amplitude = (evidence_strength * EVIDENCE_AMPLITUDE * world.visibility[topics]
                * rng.uniform(0.5, 1.5, len(topics)).astype(np.float32))
@@ -409,22 +439,22 @@ def label_statistics(label_lists, vertical, num_classes):
 
 
 def iter_videos(world, split_index, count, seed, min_frames, max_frames, vertical_affinity, missing_rate,
-                noisy_rate, evidence_strength):
+                noisy_rate, evidence_strength, shape=DEFAULT_SHAPE):
   """Yields (annotated labels sorted, unannotated topics, topics with evidence, quantized frames, mask)
   for videos 0..count-1 of one split; video i depends only on (seed, split, i) and the world."""
   for i in range(count):
     rng = _rng(seed, split_index, i)
     annotated, unannotated, main = draw_topics(world, rng, vertical_affinity, missing_rate)
     shown = [label for label in annotated if rng.random() >= noisy_rate] + unannotated
-    num_frames = video_length(rng, min_frames, max_frames)
-    quantized, mask = video_features(world, rng, shown, num_frames, evidence_strength, main)
+    num_frames = video_length(rng, min_frames, max_frames, shape)
+    quantized, mask = video_features(world, rng, shown, num_frames, evidence_strength, main, shape)
     yield sorted(annotated), unannotated, shown, quantized, mask
 
 
 def generate(out_dir, num_train=1000, num_validate=300, num_test=100, num_classes=3862, num_verticals=None,
              rgb_size=1024, audio_size=128, max_frames=300, shards_per_split=4, video_level=False, seed=0,
              evidence_strength=1.0, vertical_affinity=0.85, missing_rate=0.15, noisy_rate=0.05, min_frames=20,
-             log_every_seconds=10.0, verbose=True):
+             log_every_seconds=10.0, verbose=True, shape=DEFAULT_SHAPE):
   """Writes the shards, vocabulary.csv and stats.json under out_dir; returns the stats dict."""
   started = time.time()
   num_verticals = int(num_verticals or max(2, min(25, num_classes // 8)))
@@ -445,10 +475,8 @@ def generate(out_dir, num_train=1000, num_validate=300, num_test=100, num_classe
                               "evidence_amplitude": EVIDENCE_AMPLITUDE,
                               "vertical_background": VERTICAL_BACKGROUND, "audio_gain": AUDIO_GAIN,
                               "style_std": STYLE_STD, "noise_std": NOISE_STD, "shot_share": SHOT_SHARE,
-                              "mean_shot_seconds": MEAN_SHOT_SECONDS, "segments_per_topic": SEGMENTS_PER_TOPIC,
-                              "segment_fraction": SEGMENT_FRACTION,
-                              "length_median_seconds": LENGTH_MEDIAN_SECONDS, "length_log_sd": LENGTH_LOG_SD,
-                              "short_fraction": SHORT_FRACTION}}
+                              "mean_shot_seconds": MEAN_SHOT_SECONDS}}
+  parameters["constants"].update(shape.describe())
   world = World(num_classes, num_verticals, rgb_size, audio_size, seed)
   stats = _Stats(world)
   train_counts = np.zeros(num_classes, np.int64)
@@ -460,7 +488,7 @@ def generate(out_dir, num_train=1000, num_validate=300, num_test=100, num_classe
     folders = {level: os.path.join(out_dir, level, split) for level in levels}
     num_shards = min(shards_per_split, count)
     videos = iter_videos(world, split_index, count, seed, min_frames, max_frames, vertical_affinity,
-                         missing_rate, noisy_rate, evidence_strength)
+                         missing_rate, noisy_rate, evidence_strength, shape)
     names = ["%s%04d.tfrecord" % (split, shard) for shard in range(num_shards)]
     for folder in folders.values():
       os.makedirs(folder, exist_ok=True)
@@ -555,15 +583,31 @@ def main(argv=None):
                       help="Mean fraction of true topics (with evidence) left unannotated.")
   parser.add_argument("--noisy_rate", type=float, default=0.05,
                       help="Probability that an annotated label has no evidence in the features.")
+  parser.add_argument("--segments_per_topic", default="%d,%d" % SEGMENTS_PER_TOPIC,
+                      help="LO,HI evidence segments per topic (inclusive).")
+  parser.add_argument("--segment_fraction", default="%g,%g" % SEGMENT_FRACTION,
+                      help="LO,HI length of each segment as a fraction of the video's.")
+  parser.add_argument("--short_fraction", type=float, default=SHORT_FRACTION,
+                      help="Share of short videos (20-120 s, uniform).")
+  parser.add_argument("--length_median", type=float, default=LENGTH_MEDIAN_SECONDS,
+                      help="Median length in seconds of the other videos (log-normal).")
   parser.add_argument("--log_every_seconds", type=float, default=10.0, help="Progress line period.")
   args = parser.parse_args(argv)
+  try:
+    shape = Shape([int(v) for v in args.segments_per_topic.split(",")],
+                  [float(v) for v in args.segment_fraction.split(",")], args.short_fraction,
+                  args.length_median)
+  except ValueError as error:
+    raise utils.InputError("--segments_per_topic=%s --segment_fraction=%s --short_fraction=%s "
+                           "--length_median=%s: %s" % (args.segments_per_topic, args.segment_fraction,
+                                                       args.short_fraction, args.length_median, error))
   stats = generate(args.out_dir, num_train=args.num_train, num_validate=args.num_validate,
                    num_test=args.num_test, num_classes=args.num_classes, num_verticals=args.num_verticals or None,
                    rgb_size=args.rgb_size, audio_size=args.audio_size, max_frames=args.max_frames,
                    shards_per_split=args.shards_per_split, video_level=args.video_level, seed=args.seed,
                    evidence_strength=args.evidence_strength, vertical_affinity=args.vertical_affinity,
                    missing_rate=args.missing_rate, noisy_rate=args.noisy_rate, min_frames=args.min_frames,
-                   log_every_seconds=args.log_every_seconds)
+                   log_every_seconds=args.log_every_seconds, shape=shape)
   print(json.dumps(stats, indent=2, sort_keys=True))
 
 

@@ -47,8 +47,8 @@ from utils import InputError  # noqa: E402
 flags = tf.flags
 
 # The architecture flags are config.py's (their defaults: the seed's); pass the ones the run used.
+# --output_dir (the new train_dir) is config.py's too.
 flags.DEFINE_string("checkpoint", "", "The seed's or linrongc's checkpoint (prefix or its directory).")
-flags.DEFINE_string("output_dir", "", "New train_dir for the imported checkpoint.")
 flags.DEFINE_string("prefix", "",
                     "Scope of the model in the checkpoint: teacher/tower/, student/tower/ or tower/ "
                     "(default: the one present).")

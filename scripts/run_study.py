@@ -50,11 +50,10 @@ def log(message):
   print("[study %5.1f min] %s" % ((time.time() - START) / 60, message), flush=True)
 
 
-# The study departs from the seed's numerics in one flag, chosen by docs/FIDELITY.md's ablation (3 seeds):
-# its runs are 1,000-2,000 steps, and with the seed's batch-norm decay 0.999 the moving statistics still
-# hold 37% (13% at 2,000 steps) of their initial values when a run is evaluated, or when a frozen KD
-# teacher uses them. The seed trained for 700,000 steps, where 0.999 is harmless.
-STUDY_FLAGS = "--batchnorm_decay=0.99"
+# Every run of the study (teacher, plain and KD students) takes the recommended settings over the seed's:
+# numerics and distillation flags only, each measured in docs/DISTILLATION.md and listed in
+# docs/FIDELITY.md. --extra_flags='' runs the seed's numerics and KD loss unchanged.
+RECOMMENDED_FLAGS = "--flagfile=" + os.path.join(ROOT, "configs", "recommended.flags")
 
 
 def parse_args(argv=None):
@@ -84,6 +83,16 @@ def add_run_arguments(parser):
   parser.add_argument("--data_seed", type=int, default=0)
   parser.add_argument("--evidence_strength", type=float, default=1.0,
                       help="Generator: topic evidence relative to its YouTube-8M-calibrated default.")
+  shape = generate_synthetic_yt8m.DEFAULT_SHAPE
+  parser.add_argument("--min_frames", type=int, default=20, help="Generator: shortest video (frames).")
+  parser.add_argument("--segments_per_topic", default="%d,%d" % shape.segments_per_topic,
+                      help="Generator: LO,HI evidence segments per topic.")
+  parser.add_argument("--segment_fraction", default="%g,%g" % shape.segment_fraction,
+                      help="Generator: LO,HI length of a segment as a fraction of its video.")
+  parser.add_argument("--short_fraction", type=float, default=shape.short_fraction,
+                      help="Generator: share of short videos (20-120 s).")
+  parser.add_argument("--length_median", type=float, default=shape.length_median,
+                      help="Generator: median length (seconds) of the other videos.")
   # Training.
   parser.add_argument("--teacher_steps", type=int, default=2000)
   parser.add_argument("--student_steps", type=int, default=2000)
@@ -93,10 +102,10 @@ def add_run_arguments(parser):
                       "--nextvlad_hidden_size=128 --expansion=2 --gating_reduction=4 --drop_rate=0.3",
                       help="NeXtVLAD flags shared by teacher and students.")
   parser.add_argument("--learning_rate", type=float, default=0.002)
-  parser.add_argument("--extra_flags", default=STUDY_FLAGS,
-                      help="train.py flags appended to every run (teacher and students); default %r "
-                      "(see STUDY_FLAGS); --extra_flags='' runs the seed's numerics unchanged."
-                      % STUDY_FLAGS)
+  parser.add_argument("--extra_flags", default=RECOMMENDED_FLAGS,
+                      help="train.py flags appended to every run (teacher and students); default: the "
+                      "recommended configs/recommended.flags; --extra_flags='' runs the seed's numerics "
+                      "and KD loss unchanged.")
   parser.add_argument("--data_dir", default=None, help="Generated data folder (default OUT_DIR/data); "
                       "studies with the same data settings can share it.")
 
@@ -139,27 +148,57 @@ def refuse_changes(wanted, recorded, where):
                      % (where, "; ".join(changed)))
 
 
+def expand_flagfiles(flags_text):
+  """The flags of `flags_text` with each --flagfile=PATH replaced by the file's flags (comments and
+  blank lines dropped): what the runs were trained with, even after the file changes."""
+  expanded = []
+  for flag in flags_text.split():
+    if flag.startswith("--flagfile="):
+      path = flag.split("=", 1)[1]
+      if not os.path.exists(path):
+        raise InputError("%s: no such flag file" % flag)
+      expanded += [line.strip() for line in open(path) if line.strip() and not line.strip().startswith("#")]
+    else:
+      expanded.append(flag)
+  return " ".join(expanded)
+
+
 def check_training_settings(args):
   """Runs are reused on a second invocation only if they were trained with the same settings."""
   path = os.path.join(args.out_dir, "study.json")
   wanted = {name: getattr(args, name) for name in ("teacher_steps", "student_steps", "eval_every_steps",
-                                                   "batch_size", "model_flags", "learning_rate",
-                                                   "extra_flags")}
+                                                   "batch_size", "model_flags", "learning_rate")}
+  wanted["extra_flags"] = expand_flagfiles(args.extra_flags)
   if os.path.exists(path):
     refuse_changes(wanted, json.load(open(path)), path)
   else:
     utils.write_json_atomic(path, wanted)
 
 
+def data_shape(args):
+  """The generator's Shape of these arguments; InputError naming them if they are not one."""
+  try:
+    return generate_synthetic_yt8m.Shape([int(v) for v in args.segments_per_topic.split(",")],
+                                         [float(v) for v in args.segment_fraction.split(",")],
+                                         args.short_fraction, args.length_median)
+  except ValueError as error:
+    raise InputError("--segments_per_topic=%s --segment_fraction=%s --short_fraction=%s "
+                     "--length_median=%s: %s" % (args.segments_per_topic, args.segment_fraction,
+                                                 args.short_fraction, args.length_median, error))
+
+
 def ensure_data(args):
   data_dir = args.data_dir or os.path.join(args.out_dir, "data")
   stats_path = os.path.join(data_dir, "stats.json")
+  shape = data_shape(args)
   wanted = {"num_train": args.num_train, "num_validate": args.num_validate, "num_classes": args.num_classes,
             "rgb_size": args.rgb_size, "audio_size": args.audio_size, "max_frames": args.max_frames,
-            "data_seed": args.data_seed, "evidence_strength": args.evidence_strength}
+            "data_seed": args.data_seed, "evidence_strength": args.evidence_strength,
+            "min_frames": min(args.min_frames, args.max_frames)}
+  wanted.update(shape.describe())
   if os.path.exists(stats_path):
     made = json.load(open(stats_path))["parameters"]
-    refuse_changes(wanted, dict(made, data_seed=made["seed"]), data_dir)
+    refuse_changes(wanted, dict(made, data_seed=made["seed"], **made["constants"]), data_dir)
     log("data: reusing %s" % data_dir)
   else:
     log("data: generating %d train / %d validate videos (%d classes, %d+%d dims, up to %d frames)"
@@ -169,7 +208,7 @@ def ensure_data(args):
         data_dir, num_train=args.num_train, num_validate=args.num_validate, num_test=0,
         num_classes=args.num_classes, rgb_size=args.rgb_size, audio_size=args.audio_size,
         max_frames=args.max_frames, shards_per_split=4, seed=args.data_seed,
-        evidence_strength=args.evidence_strength)
+        evidence_strength=args.evidence_strength, min_frames=args.min_frames, shape=shape)
   return {"train": os.path.join(data_dir, "frame", "train", "train*.tfrecord"),
           "validate": os.path.join(data_dir, "frame", "validate", "validate*.tfrecord"),
           "stats": json.load(open(stats_path))}
@@ -201,13 +240,24 @@ def run_training(name, train_dir, argv, steps):
   log("%s: trained in %.1f min" % (name, (time.time() - started) / 60))
 
 
+def extra_flag(args, name):
+  """The value of train.py flag `name` that --extra_flags (a --flagfile included) gives the runs."""
+  train.FLAGS.unparse_flags()
+  train.FLAGS(["train.py"] + args.extra_flags.split())
+  value = train.FLAGS[name].value
+  train.FLAGS.unparse_flags()
+  return value
+
+
 def teacher_cache_dir(args, data, seed):
-  """Caches the seed's teacher on the training videos (once; a finished cache is reused)."""
+  """Caches the seed's teacher on the training videos (once; a finished cache is reused), with its
+  batch-norm statistics recomputed when the runs' flags ask for it (--precise_bn_batches)."""
   cache_dir = os.path.join(args.out_dir, "cache", "teacher_seed%d" % seed)
   started = time.time()
   manifest = cache_teacher.main(["cache_teacher.py", "--teacher_checkpoint=" + teacher_dir(args, seed),
                                  "--input_data_pattern=" + data["train"], "--cache_dir=" + cache_dir,
-                                 "--batch_size=256"])
+                                 "--batch_size=%d" % args.batch_size,
+                                 "--precise_bn_batches=%d" % extra_flag(args, "precise_bn_batches")])
   log("teacher_seed%d: outputs cached in %s (%d videos, %.1f s)"
       % (seed, cache_dir, sum(s["records"] for s in manifest["shards"].values()), time.time() - started))
   return cache_dir
@@ -367,7 +417,7 @@ def main(argv=None):
       plan += [(name, k, seed, flags) for seed in seeds]
   log("plan: %d training runs (%d seeds), k in %s" % (len(plan), len(seeds), ks))
   if args.extra_flags:
-    log("numerics: the seed's, except %s (docs/FIDELITY.md)" % args.extra_flags)
+    log("flags of every run beyond the seed's: %s (docs/FIDELITY.md)" % args.extra_flags)
   results, curves, labels, caches = {}, [], dict((n, l) for n, l, _ in students), {}
   labels["teacher"] = "teacher (all frames)"
   for index, (name, k, seed, flags) in enumerate(plan):

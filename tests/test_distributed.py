@@ -5,6 +5,7 @@ import re
 import sys
 import time
 
+import pytest
 import tensorflow.compat.v1 as tf
 
 import eval as eval_lib
@@ -16,6 +17,7 @@ def _steps_run(log):
   return int(log.split("Training stopped at global step")[1].split("; ")[1].split(" steps")[0])
 
 
+@pytest.mark.slow
 def test_ps_and_two_workers_train_a_checkpoint_eval_reads(frame_data, tmp_path):
   train_dir = tmp_path / "dist"
   args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(
@@ -35,6 +37,7 @@ def _last_logged_step(path):
   return int(steps[-1]) if steps else 0
 
 
+@pytest.mark.slow
 def test_restarted_chief_continues_from_live_parameter_servers(frame_data, tmp_path):
   """The chief is killed (SIGKILL); worker 1 trains on far past the chief's last checkpoint and is
   killed too; both restart. The chief must continue from the parameter servers' state (no rollback

@@ -7,6 +7,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import eval_util
@@ -150,6 +151,7 @@ def test_deterministic_by_seed_and_cli(tmp_path):
   assert sorted(os.listdir(str(tmp_path / "a" / "frame" / "train"))) == ["train0000.tfrecord", "train0001.tfrecord"]
 
 
+@pytest.mark.slow
 def test_statistics_are_yt8m_like(tmp_path):
   stats = gen.generate(str(tmp_path), num_train=3000, num_validate=0, num_test=0, num_classes=500,
                        rgb_size=8, audio_size=4, max_frames=300, shards_per_split=1, verbose=False)

@@ -105,6 +105,7 @@ def test_seed_teacher_checkpoint_imports_and_predicts_like_the_seed(tmp_path, sh
   assert top == {i.decode(): int(c) for i, c in zip(got["ids"], np.argmax(logits, axis=1))}
 
 
+@pytest.mark.slow
 def test_linrongc_mixture_checkpoint_imports_and_distils(tmp_path, shards):
   """linrongc's MixNeXtVladModel under tower/ (model and mix_number detected); this code's mixture
   predictions and representation equal the NumPy transcription; it serves as a KD teacher."""

@@ -39,6 +39,7 @@ def _values(run, prefix, local=False):
     return {v.op.name: run.sess.run(v) for v in variables if v.op.name.startswith(prefix)}
 
 
+@pytest.mark.slow
 def test_serial_kd_freezes_teacher_and_moves_student(frame_data, teacher_dir, tmp_path):
   run = _prepare(train_args(frame_data, tmp_path / "kd", "--model_type=KD", "--k_frame=4",
                             "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=8"))
@@ -97,6 +98,7 @@ def test_teacher_in_kd_graph_predicts_like_its_checkpoint(frame_data, teacher_di
   np.testing.assert_array_equal(in_kd[0], in_kd[1])
 
 
+@pytest.mark.slow
 def test_parallel_kd_updates_both(frame_data, tmp_path):
   run = _prepare(train_args(frame_data, tmp_path / "par", "--model_type=kd", "--kd_mode=parallel",
                             "--k_frame=4", "--max_steps=6"))
@@ -112,6 +114,7 @@ def test_parallel_kd_updates_both(frame_data, tmp_path):
   assert result["num_videos"] == 150
 
 
+@pytest.mark.slow
 def test_bad_teacher_checkpoints(frame_data, teacher_dir, tmp_path):
   kd = lambda *extra: train.main(train_args(frame_data, tmp_path / "bad", "--model_type=kd",
                                             "--k_frame=4", "--max_steps=2", *extra))
@@ -143,6 +146,7 @@ def test_bad_teacher_checkpoints(frame_data, teacher_dir, tmp_path):
   assert not os.path.exists(str(tmp_path / "bad" / "checkpoint")), "failed before any training"
 
 
+@pytest.mark.slow
 def test_kd_export_and_inference_are_student_only(frame_data, teacher_dir, tmp_path):
   train_dir = tmp_path / "kd_out"
   train.main(train_args(frame_data, train_dir, "--model_type=kd", "--k_frame=4",
@@ -168,6 +172,7 @@ def test_kd_export_and_inference_are_student_only(frame_data, teacher_dir, tmp_p
     np.testing.assert_allclose(np.float64(pairs[1::2]), np.float64(rows[1][video][1::2]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame_data, teacher_dir, tmp_path):
   args = lambda steps: train_args(frame_data, tmp_path / "resume", "--model_type=kd", "--k_frame=4",
                                   "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=%d" % steps)
@@ -186,6 +191,7 @@ def test_resumed_kd_restores_student_from_its_run_and_teacher_from_teacher(frame
   assert recorded["teacher_checkpoint"] == tf.train.latest_checkpoint(str(teacher_dir))
 
 
+@pytest.mark.slow
 def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
   kd = lambda *extra: train.main(train_args(frame_data, tmp_path / "bad", "--model_type=kd", "--k_frame=4",
                                             "--teacher_checkpoint=" + str(teacher_dir), "--max_steps=2",
@@ -210,6 +216,7 @@ def test_kd_rejects_what_it_cannot_distil(frame_data, teacher_dir, tmp_path):
   run.close()
 
 
+@pytest.mark.slow
 def test_seed_kd_loss_has_no_penalty_and_a_training_mode_teacher_moves_its_statistics(
     frame_data, teacher_dir, tmp_path):
   """--kd_teacher_is_training builds the teacher as the seed did: its batch-norm moving statistics

@@ -91,6 +91,7 @@ def _logit(p):
   return np.log(p) - np.log1p(-p)
 
 
+@pytest.mark.slow
 def test_training_terms_match_numpy():
   """Training mode: the cl term is cl_lambda * mean_batch Σ_n KL(softmax(z/T) || softmax(z_n/T)) of the
   mixed logits z and the branch logits z_n, in REGULARIZATION_LOSSES; z is a convex combination of the
@@ -171,6 +172,7 @@ def submission_run(submission_data, tmp_path_factory):
   return train_dir, log
 
 
+@pytest.mark.slow
 def test_final_submission_training_command(submission_run):
   """The script's train.py line (tiny model and 3 steps appended) trains the mixture in teacher/."""
   train_dir, log = submission_run
@@ -185,6 +187,7 @@ def test_final_submission_training_command(submission_run):
   assert "teacher/branch_2/video_VLAD/cluster_centres" in names and "teacher/mix_weights/biases" in names
 
 
+@pytest.mark.slow
 def test_final_submission_eval_and_inference_commands(submission_data, submission_run, tmp_path):
   train_dir, _ = submission_run
   _run(_command(EVAL, *TINY_MODEL, data=submission_data, train_dir=train_dir))
@@ -203,6 +206,7 @@ def mix_teacher(frame_data, tmp_path_factory):
   return train_dir
 
 
+@pytest.mark.slow
 def test_mixture_teacher_distils_students(frame_data, mix_teacher, tmp_path):
   """A frozen MixNeXtVLAD teacher distils a NeXtVLAD student (L_pred on the mixture's predictions,
   L_rep on its mixture-weighted representation) and a MixNeXtVLAD student; L_rep refuses other sizes."""

@@ -3,11 +3,14 @@ train on 25 shards, evaluate on the other 5 (1,484 videos)."""
 
 import os
 
+import pytest
+
 import eval as eval_lib
 import train
 from helpers import real_data_path
 
 
+@pytest.mark.slow
 def test_logistic_regression_on_real_video_level_shards(tmp_path):
   folder = real_data_path("yt8m-2018-video-level")
   train_dir = str(tmp_path / "logistic")

@@ -57,6 +57,7 @@ def _dead_pid():
 
 
 # -- 1. numerical faults ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_divergence_stops_without_saving(frame_data, tmp_path, tf_log):
   train_dir = tmp_path / "diverging"
   train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=5",
@@ -103,6 +104,7 @@ def _poisoned_copy(train_dir, target):
       return tf.train.Saver(variables).save(sess, str(target / "model.ckpt"), global_step=10)
 
 
+@pytest.mark.slow
 def test_eval_inference_export_refuse_a_diverged_checkpoint(small_run, frame_data, tmp_path):
   poisoned = _poisoned_copy(small_run, tmp_path / "nan_run")
   with pytest.raises(InputError, match="nan_run/model.ckpt-10 gives non-finite predictions .* diverged"):
@@ -184,6 +186,7 @@ def test_a_folder_or_unreadable_file_among_the_inputs(tmp_path):
       reader.validate_files([good])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["no_rgb", "bad_crc"])
 def test_data_error_mid_training_says_what_the_checkpoint_covers(tmp_path, fault):
   videos = learnable_videos(120, seed=5)
@@ -209,6 +212,7 @@ def test_data_error_mid_training_says_what_the_checkpoint_covers(tmp_path, fault
           "this record" % (step, latest)) in message
 
 
+@pytest.mark.slow
 def test_zero_frame_videos_train_with_one_warning_and_a_count(tmp_path, tf_log):
   empty = [("e%d" % i, [i % 8], {"rgb": np.zeros((0, 16)), "audio": np.zeros((0, 4))}) for i in range(40)]
   data = {"train": write_records(str(tmp_path / "empty.tfrecord"), [frame_record(*v) for v in empty]),
@@ -267,6 +271,7 @@ def test_dir_lock_refuses_a_second_owner_and_takes_over_a_dead_ones(tmp_path, tf
   assert any("took over the lock left by pid" in line for line in tf_log)
 
 
+@pytest.mark.slow
 def test_second_trainer_refused_and_a_killed_ones_lock_taken_over(frame_data, tmp_path):
   train_dir = tmp_path / "owned"
   log = tmp_path / "first.log"
@@ -293,6 +298,7 @@ def test_second_trainer_refused_and_a_killed_ones_lock_taken_over(frame_data, tm
   assert not (train_dir / ".lock").exists(), "released at the end"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_with_a_checkpoint_and_releases_the_lock(frame_data, tmp_path):
   train_dir = tmp_path / "terminated"
   log = tmp_path / "train.log"
@@ -338,6 +344,7 @@ def test_export_removes_a_killed_exports_temporary_folder(small_run, tmp_path):
   assert (export_dir / "saved_model.pb").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_removes_the_temporary(tmp_path):
   script = ("import os, signal, sys; sys.path.insert(0, %r); import utils\n"
             "def main(argv):\n"

@@ -29,6 +29,7 @@ def study(tmp_path_factory):
   return out_dir
 
 
+@pytest.mark.slow
 def test_study_writes_tables_plots_and_kaggle_csv(study):
   results = read_csv(os.path.join(study, "results.csv"))
   assert results[0] == ["model", "GAP k=3", "mAP k=3", "Hit@1 k=3", "PERR k=3"]
@@ -78,6 +79,7 @@ def test_study_refuses_data_or_runs_made_with_other_settings(study):
     run_study.main(["--out_dir=" + study] + TINY + ["--student_steps=8"])
 
 
+@pytest.mark.slow
 def test_study_rejects_bad_arguments_in_one_line(tmp_path):
   with pytest.raises(InputError, match="--variants=uniform,first_k"):
     run_study.main(["--out_dir=" + str(tmp_path), "--variants=uniform,first_k,kd"])
@@ -88,6 +90,7 @@ def test_study_rejects_bad_arguments_in_one_line(tmp_path):
   assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --ks=six: expected")
 
 
+@pytest.mark.slow
 def test_compare_teachers_tables(tmp_path):
   """scripts/compare_teachers.py: both teachers and their KD students per seed; the paired table is
   the per-seed difference of the two students' final GAP."""
@@ -108,6 +111,7 @@ def test_compare_teachers_tables(tmp_path):
       [m - n for m, n in zip(gap["kd_from_mix_k3"], gap["kd_from_nextvlad_k3"])], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_ablation_driver_one_configuration(tmp_path):
   """scripts/run_ablation.py as its docstring shows it, narrowed to one configuration and seed: the
   study of that configuration and the table of its final GAPs."""
@@ -120,3 +124,22 @@ def test_ablation_driver_one_configuration(tmp_path):
   gap = json.load(open(os.path.join(str(tmp_path), "bn_decay_099", "runs", "kd_k3_seed0", "eval",
                                     "metrics-4.json")))["gap"]
   assert float(rows[1][3]) == pytest.approx(gap, abs=1e-4)
+
+
+def test_diagnosis_driver_tables_kd_against_plain(tmp_path):
+  """scripts/run_diagnosis.py as its docstring shows it, at a tiny size: a study per (setting,
+  configuration) on the setting's own data, and the table of KD − plain with the paired differences."""
+  tiny = [a for a in TINY if not a.startswith(("--ks", "--model_flags", "--teacher_steps", "--student_steps",
+                                                "--eval_every_steps"))]
+  run_ok("scripts/run_diagnosis.py", "--out_dir", str(tmp_path), "--settings", "short_videos",
+         "--configs", "seed;probe=--batchnorm_decay=0.99+--rep_loss=cosine", "--seeds", "2", "--ks", "3",
+         "--steps", "4", "--study_args", " ".join(tiny))
+  rows = read_csv(os.path.join(str(tmp_path), "diagnosis.csv"))
+  assert [r[:2] for r in rows[1:]] == [["short_videos", "seed"], ["short_videos", "probe"]]
+  stats = json.load(open(os.path.join(str(tmp_path), "short_videos", "data", "stats.json")))
+  assert stats["parameters"]["constants"]["short_fraction"] == 0.6
+  made = json.load(open(os.path.join(str(tmp_path), "short_videos", "probe", "study.json")))
+  assert made["extra_flags"] == "--batchnorm_decay=0.99 --rep_loss=cosine"
+  for row in rows[1:]:
+    kd, plain, paired = float(row[4]), float(row[3]), float(row[6])
+    assert kd - plain == pytest.approx(float(row[5]), abs=1e-6) == pytest.approx(paired, abs=1e-6)

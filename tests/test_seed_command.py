@@ -54,19 +54,7 @@ def run(argv):
   return result.stderr
 
 
-def test_seed_command_as_written_full_size(full_size_data, tmp_path):
-  """Stage 1 (teacher) at the seed's full size, two steps; its checkpoint holds 88,889,378 weights."""
-  teacher_dir = str(tmp_path / "teacher")
-  log = run(seed_argv(full_size_data, teacher_dir, "--model_type=teacher", "--k_frame=300",
-                      "--max_step=2", "--log_every_steps=1"))
-  assert "examples/sec" in log and "No GPU visible" in log
-  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(teacher_dir))
-  shapes = reader.get_variable_to_shape_map()
-  weights = sum(int(np.prod(s)) for n, s in shapes.items()
-                if n.startswith("teacher/") and "Adam" not in n and "moving_" not in n)
-  assert weights == 88889378
-
-
+@pytest.mark.slow
 def test_seed_three_stages(full_size_data, tmp_path):
   """Teacher, the seed's student spelling (--model_type=teacher --k_frame=6) and KD, small model."""
   small = ["--groups=2", "--nextvlad_cluster_size=8", "--nextvlad_hidden_size=32", "--batch_size=16",
@@ -105,9 +93,11 @@ def script_argv(line, **paths):
   return [sys.executable, os.path.join(ROOT, argv[1])] + argv[2:]
 
 
+@pytest.mark.slow
 def test_seed_local_script_runs_as_written(full_size_data, tmp_path):
-  """train (stopped after 2 steps), eval with the architecture flags, inference writing the starter's
-  model .tgz, which inference.py --input_model_tgz reads back to the same CSV."""
+  """train at the seed's full size (stopped after 2 steps; its checkpoint holds 88,889,378 weights), eval
+  with the architecture flags, inference writing the starter's model .tgz, which inference.py
+  --input_model_tgz reads back to the same CSV."""
   data = os.path.dirname(full_size_data)
   name = "nextvlad_8g_5l2_5drop_128k_2048_2x80_logistic"
   paths = dict(data=data, eval_path=data, test_path=data, train_dir=str(tmp_path / name),
@@ -116,7 +106,12 @@ def test_seed_local_script_runs_as_written(full_size_data, tmp_path):
   os.symlink(os.path.join(data, "train0000.tfrecord"), str(tmp_path / "test0000.tfrecord"))
   paths.update(eval_path=str(tmp_path), test_path=str(tmp_path))
   train_line, eval_line, inference_line = (script_argv(line, **paths) for line in LOCAL_SCRIPT)
-  run(train_line + ["--max_step=2"])
+  log = run(train_line + ["--max_step=2", "--log_every_steps=1"])
+  assert "examples/sec" in log and "No GPU visible" in log
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(paths["train_dir"]))
+  weights = sum(int(np.prod(s)) for n, s in reader.get_variable_to_shape_map().items()
+                if n.startswith("teacher/") and "Adam" not in n and "moving_" not in n)
+  assert weights == 88889378
   log = run(eval_line)
   assert "GAP" in log
   os.makedirs(paths["results"])

@@ -75,6 +75,7 @@ def _next(sess, fetch):
     return None
 
 
+@pytest.mark.slow
 def test_cache_shards_hold_the_teacher_outputs_in_record_order(frame_data, teacher_dir, caches):
   data_files = readers.resolve_files(frame_data["train"])
   manifest = json.load(open(os.path.join(caches["float32"], teacher_cache.MANIFEST_FILE)))
@@ -99,6 +100,7 @@ def test_cache_shards_hold_the_teacher_outputs_in_record_order(frame_data, teach
   assert sizes[0] - sizes[1] >= 240 * 2 * (8 + 8 + 32), "float16 halves every stored vector"
 
 
+@pytest.mark.slow
 def test_cache_writer_resumes_shard_by_shard_and_refuses_other_settings(frame_data, teacher_dir, caches,
                                                                         tmp_path, caplog):
   cache_dir = str(tmp_path / "resume")
@@ -160,6 +162,7 @@ def _kd_terms(student_flags, teacher_flags, batch, teacher_checkpoint=None, stud
   return losses, teacher, student_values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pred_loss", ["mse", "kl"])
 def test_float32_cache_gives_the_live_teacher_kd_terms(frame_data, teacher_dir, caches, pred_loss):
   teacher_flags = config.load_model_flags(teacher_dir)
@@ -193,6 +196,7 @@ def _prepare(argv):
   return train.prepare(train.FLAGS)
 
 
+@pytest.mark.slow
 def test_kd_from_cache_builds_no_teacher_and_reads_k_frames(frame_data, teacher_dir, caches, tmp_path):
   train_dir = tmp_path / "cached_kd"
   run = _prepare(train_args(frame_data, train_dir, "--model_type=kd", "--k_frame=4",
@@ -222,6 +226,7 @@ def test_kd_from_cache_builds_no_teacher_and_reads_k_frames(frame_data, teacher_
                          for name, value in student.items())
 
 
+@pytest.mark.slow
 def test_cache_refusals_are_one_line_errors_before_training(frame_data, teacher_dir, caches, tmp_path):
   kd = lambda cache, *extra: train.main(train_args(
       frame_data, tmp_path / "bad", "--model_type=kd", "--k_frame=4", "--teacher_cache=" + str(cache),
@@ -280,6 +285,7 @@ def test_cache_refusals_are_one_line_errors_before_training(frame_data, teacher_
     kd(altered("swapped", swap_shards))
 
 
+@pytest.mark.slow
 def test_distributed_workers_read_the_cache(frame_data, caches, tmp_path):
   train_dir = tmp_path / "dist_cached_kd"
   args = [sys.executable, os.path.join(ROOT, "train.py")] + train_args(

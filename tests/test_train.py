@@ -34,6 +34,7 @@ def teacher_dir(frame_data, tmp_path_factory):
   return train_dir
 
 
+@pytest.mark.slow
 def test_teacher_learns_beyond_class_prior(teacher_dir, frame_data):
   result = evaluate(teacher_dir, frame_data)
   train_labels = np.zeros((len(frame_data["train_videos"]), 8))
@@ -50,6 +51,7 @@ def test_teacher_learns_beyond_class_prior(teacher_dir, frame_data):
   assert saved["model_type"] == "teacher" and saved["feature_sizes"] == [16, 4]
 
 
+@pytest.mark.slow
 def test_eval_outputs(teacher_dir, frame_data):
   eval_lib.main(["eval.py", "--train_dir=" + str(teacher_dir), "--eval_data_pattern=" + frame_data["validate"],
                  "--batch_size=64", "--run_once", "--feature_sizes=16,4"])
@@ -61,6 +63,7 @@ def test_eval_outputs(teacher_dir, frame_data):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(eval_dir))
 
 
+@pytest.mark.slow
 def test_resume_continues_global_step(frame_data, tmp_path):
   train_dir = tmp_path / "run"
   assert train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=10")) == 10
@@ -76,6 +79,7 @@ def test_resume_continues_global_step(frame_data, tmp_path):
 
 @pytest.mark.parametrize("sampling", ["uniform", "random", "first", "middle", "last",
                                       "first_middle_last", "strided"])
+@pytest.mark.slow
 def test_student_each_sampling_trains_and_evaluates(frame_data, tmp_path, sampling):
   train_dir = tmp_path / sampling
   train.main(train_args(frame_data, train_dir, "--model_type=student", "--k_frame=4",
@@ -136,6 +140,7 @@ def test_inference_csv(teacher_dir, frame_data, tmp_path):
   assert not os.path.exists(str(output) + ".tmp")
 
 
+@pytest.mark.slow
 def test_export_round_trip_in_fresh_process(teacher_dir, frame_data, tmp_path):
   export_dir = export_model.export(str(teacher_dir), export_dir=str(tmp_path / "export"), top_k=8)
   with pytest.raises(InputError, match="already exists"):
@@ -177,6 +182,7 @@ def test_inference_leaves_no_partial_csv(teacher_dir, frame_data, tmp_path):
   assert os.listdir(str(tmp_path)) == ["untrained"]
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line(frame_data, tmp_path):
   result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
                            "--train_data_pattern=" + str(tmp_path / "none*.tfrecord"),
@@ -190,6 +196,7 @@ def test_cli_bad_input_is_one_line(frame_data, tmp_path):
   assert result.returncode == 2 and "error: flag --model_type=tutor: value should be one of <teacher|student|kd>" in result.stderr
 
 
+@pytest.mark.slow
 def test_eval_watch_mode_evaluates_each_checkpoint_once(frame_data, tmp_path):
   train_dir = tmp_path / "watched"
   train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=10",
@@ -202,6 +209,7 @@ def test_eval_watch_mode_evaluates_each_checkpoint_once(frame_data, tmp_path):
   assert {"metrics-5.json", "metrics-10.json", "metrics.json"} <= set(os.listdir(str(train_dir / "eval")))
 
 
+@pytest.mark.slow
 def test_eval_watch_mode_skips_a_checkpoint_deleted_while_queued(frame_data, tmp_path, monkeypatch):
   train_dir = tmp_path / "pruned"
   train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=10",
