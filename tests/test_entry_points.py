@@ -45,10 +45,13 @@ def test_training_stages_eval_export_inference(data, teacher, tmp_path):
   student = tmp_path / "student_k6"
   run_ok("train.py", "--model_type=student", "--k_frame=6", "--train_data_pattern=" + data["train"],
          "--train_dir=%s" % student, "--max_steps=4", *SMALL)
-  kd = tmp_path / "kd_k6"
-  run_ok("train.py", "--model_type=KD", "--k_frame=6", "--teacher_checkpoint=" + teacher,
-         "--train_data_pattern=" + data["train"], "--train_dir=%s" % kd, "--max_steps=4", *SMALL)
-  assert json.load(open(str(kd / "kd_teacher.json")))["teacher_checkpoint"].endswith("model.ckpt-6")
+  kd = tmp_path / "kd_k6"   # the README's KD stage with the recommended settings
+  run_ok("train.py", "--flagfile=configs/recommended.flags", "--model_type=kd", "--k_frame=6",
+         "--frame_sampling=uniform", "--teacher_checkpoint=" + teacher, "--train_data_pattern=" + data["train"],
+         "--train_dir=%s" % kd, "--max_steps=4", *SMALL)
+  recorded = json.load(open(str(kd / "kd_teacher.json")))
+  assert recorded["teacher_checkpoint"].endswith("model.ckpt-6") and recorded["precise_bn"]["batches"] == 200
+  assert json.load(open(str(kd / "model_flags.json")))["batchnorm_decay"] == 0.99
   run_ok("eval.py", "--train_dir=%s" % kd, "--eval_data_pattern=" + data["validate"], "--run_once")
   metrics = json.load(open(str(kd / "eval" / "metrics.json")))
   assert metrics["global_step"] == 4 and metrics["num_videos"] == 32 and 0 <= metrics["gap"] <= 1
