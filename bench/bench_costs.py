@@ -95,7 +95,7 @@ def write_initial_run(train_dir, argv):
   """A train_dir (model_flags.json + model.ckpt-0) of freshly initialised weights for the flags."""
   train.FLAGS.unparse_flags()
   train.FLAGS(argv)
-  model_flags = config.model_flags_from(train.FLAGS.flag_values_dict())
+  model_flags = model_utils.model_flags_from(train.FLAGS.flag_values_dict())
   with tf.Graph().as_default():
     shape = [1, config.frames_read(model_flags) or model_flags["max_frames"], 1152]
     model_utils.build_model(model_flags, tf.zeros(shape), tf.ones([1], tf.int32), is_training=False)
