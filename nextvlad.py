@@ -80,6 +80,8 @@ class NeXtVLADModel(models.BaseModel):
   (squeeze, squeeze_bn, excite), classifier/ (logistic/ or gates/ + experts/).
   """
 
+  DEFAULT_PREPROCESSING = "whiten"  # the seed's and linrongc's
+
   def __init__(self, feature_sizes=(1024, 128), groups=8, nextvlad_cluster_size=128,
                nextvlad_hidden_size=2048, expansion=2, gating_reduction=8, drop_rate=0.5,
                video_level_classifier_model="LogisticModel", l2_penalty=1e-5, moe_num_mixtures=2,
