@@ -120,3 +120,12 @@ def test_ablation_driver_one_configuration(tmp_path):
   gap = json.load(open(os.path.join(str(tmp_path), "bn_decay_099", "runs", "kd_k3_seed0", "eval",
                                     "metrics-4.json")))["gap"]
   assert float(rows[1][3]) == pytest.approx(gap, abs=1e-4)
+
+
+def test_the_study_runs_any_family():
+  """--model picks the family of every run: its own small flags unless --model_flags are given."""
+  assert run_study.parse_args([]).model_flags == run_study.parse_args(["--model=NeXtVLADModel"]).model_flags
+  args = run_study.parse_args(["--model=HierarchicalRnnModel"])
+  assert args.model_flags == "--model=HierarchicalRnnModel " + run_study.FAMILY_FLAGS["HierarchicalRnnModel"]
+  args = run_study.parse_args(["--model=LstmModel", "--model_flags=--lstm_cells=8"])
+  assert args.model_flags == "--model=LstmModel --lstm_cells=8"
