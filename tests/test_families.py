@@ -256,6 +256,39 @@ def test_multiply_adds_by_hand():
   assert model_utils.macs(model_flags(model="MoeModel", frame_features=False, **FULL)) == moe2(1152)
 
 
+def _graph_macs(flags, frames):
+  """Σ over the inference graph's MatMul and BatchMatMulV2 ops of rows·inner·columns, read from their
+  static shapes and transpose/adjoint attributes (one video; weight initialisers and the L2 penalty are
+  not in these ops, which TensorFlow's profiler counts as well)."""
+  with tf.Graph().as_default() as graph:
+    model_utils.build_model(flags, tf.zeros([1, frames, sum(flags["feature_sizes"])]), tf.fill([1], frames),
+                            is_training=False)
+  total = 0
+  for op in graph.get_operations():
+    if op.type in ("MatMul", "BatchMatMulV2"):
+      a, b = (tensor.shape.as_list() for tensor in op.inputs)
+      adjoint_a = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+      adjoint_b = op.get_attr("transpose_b" if op.type == "MatMul" else "adj_y")
+      rows, inner = (a[-1], a[-2]) if adjoint_a else (a[-2], a[-1])
+      total += int(np.prod(a[:-2])) * rows * inner * (b[-2] if adjoint_b else b[-1])
+  return total
+
+
+@pytest.mark.parametrize("name,flags", [
+    ("NeXtVLADModel", dict(groups=2, nextvlad_cluster_size=4, nextvlad_hidden_size=8, gating_reduction=2)),
+    ("MixNeXtVladModel", dict(groups=2, nextvlad_cluster_size=4, nextvlad_hidden_size=8, mix_number=2)),
+    ("NetVLADModelLF", dict(netvlad_cluster_size=4, netvlad_hidden_size=8)),
+    ("NetVLADModelLF", dict(netvlad_cluster_size=4, netvlad_hidden_size=8, gating=False, lightvlad=True)),
+    ("DbofModel", dict(dbof_cluster_size=16, dbof_hidden_size=8, iterations=5,
+                       video_level_classifier_model="MoeModel")),
+    ("FrameLevelLogisticModel", {})])
+def test_multiply_adds_are_the_graphs_matmuls(name, flags):
+  """For the models without a recurrence, model_utils.macs equals the matrix products in the graph."""
+  flags = model_flags(model=name, num_classes=CLASSES, feature_sizes="6,2", **flags)
+  for frames in (3, 7):
+    assert model_utils.macs(flags, frames) == _graph_macs(flags, frames) > 0
+
+
 def test_bad_family_flags_are_one_line_errors():
   for name, flags, message in (
       ("HierarchicalRnnModel", dict(hrnn_block_frames=0), "--hrnn_block_frames=0.*positive"),
