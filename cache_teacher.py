@@ -100,7 +100,7 @@ def run(opts):
     sizes = {name: int(fetch[name].shape[-1]) for name in fetch if name != "video_ids"}
   counts = reader.validate_files(files)
   precise = (precise_bn.record(checkpoint, opts.input_data_pattern, opts.precise_bn_batches, opts.batch_size, 0)
-             if opts.precise_bn_batches else None)
+             if opts.precise_bn_batches and precise_bn.applies(checkpoint) else None)
   manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes, precise))
   restored = checkpoint
   if precise:  # the teacher cached has its batch-norm statistics recomputed from the data it is run on

@@ -14,6 +14,7 @@ import os
 import tensorflow.compat.v1 as tf
 
 import frame_level_models
+import hrnn
 import layers
 import losses
 import readers
@@ -35,13 +36,22 @@ MODEL_FLAG_NAMES = (
     "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate",
     "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss",
     "weight_init", "batchnorm_decay", "bn_mask_padding", "batchnorm_variance", "gradient_clipping",
-    "kd_regularization", "kd_teacher_is_training", "mix_number", "cl_temperature", "cl_lambda")
+    "kd_regularization", "kd_teacher_is_training", "mix_number", "cl_temperature", "cl_lambda",
+    "hrnn_block_frames", "hrnn_student_block_frames", "hrnn_cells", "hrnn_layers", "hrnn_representation",
+    "netvlad_cluster_size", "netvlad_hidden_size", "gating", "lightvlad", "lstm_cells", "lstm_layers",
+    "iterations", "dbof_cluster_size", "dbof_hidden_size", "dbof_pooling_method", "dbof_add_batch_norm",
+    "rep_projection")
 # Values the code had before a flag existed: a model_flags.json written then lacks the key and is
 # rebuilt (and resumed) the way it was trained.
 LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask_padding": True,
                       "gradient_clipping": "global", "kd_regularization": True,
                       "kd_teacher_is_training": False, "mix_number": 3, "cl_temperature": 2.0,
-                      "cl_lambda": 1.0, "batchnorm_variance": "biased"}
+                      "cl_lambda": 1.0, "batchnorm_variance": "biased", "hrnn_block_frames": 15,
+                      "hrnn_student_block_frames": 6, "hrnn_cells": 1024, "hrnn_layers": 2,
+                      "hrnn_representation": "state", "netvlad_cluster_size": 256,
+                      "netvlad_hidden_size": 1024, "gating": True, "lightvlad": False, "lstm_cells": 1024,
+                      "lstm_layers": 2, "iterations": 30, "dbof_cluster_size": 8192, "dbof_hidden_size": 1024,
+                      "dbof_pooling_method": "max", "dbof_add_batch_norm": True, "rep_projection": False}
 
 
 def _finite(value):
@@ -92,9 +102,11 @@ define_float("drop_rate", 0.5, "Dropout rate before the hidden layer.", lambda v
              "a rate in [0, 1)")
 define_float("l2_penalty", 1e-5, "L2 penalty of the classifier weights.", lambda v: v >= 0, "0 or more")
 flags.DEFINE_integer("moe_num_mixtures", 2, "Experts of MoeModel.", lower_bound=1)
-_enum("input_preprocessing", "whiten", frame_level_models.PREPROCESSING,
-      "whiten (the seed's NeXtVLAD reverse whitening of rgb), l2 (per-frame L2 normalisation, the "
-      "starter's) or none.")
+_enum("input_preprocessing", "default", ("default",) + frame_level_models.PREPROCESSING,
+      "default (the model's own: whiten for the NeXtVLAD models and FrameLevelLogisticModel, l2 for "
+      "the others; model_flags.json records the value it stands for), whiten (the seed's NeXtVLAD "
+      "reverse whitening of rgb), l2 (per-frame L2 normalisation of rgb‖audio, the starter's, WILLOW's "
+      "and the paper's code's) or none.")
 flags.DEFINE_string("eigenvals_path", "",
                     "eigenvals.npy for --input_preprocessing=whiten (default: the bundled yt8m_pca copy).")
 _enum("weight_init", "slim", layers.WEIGHT_INITS,
@@ -125,6 +137,42 @@ flags.DEFINE_bool("kd_regularization", False,
 flags.DEFINE_bool("kd_teacher_is_training", False,
                   "Build the serial KD teacher in training mode like the seed (dropout, batch statistics, "
                   "its moving statistics updated during KD); default: inference mode, bitwise frozen.")
+
+
+# The other families (docs/BACKGROUND.md, "Other model families"); names as in the code they come from.
+flags.DEFINE_integer("hrnn_block_frames", 15,
+                     "HierarchicalRnnModel: frames per lower-LSTM block of a teacher (paper 20, its code 15).",
+                     lower_bound=1)
+flags.DEFINE_integer("hrnn_student_block_frames", 6,
+                     "HierarchicalRnnModel: frames per block of a student or KD student (paper 5 or 3, its "
+                     "code 6).", lower_bound=1)
+flags.DEFINE_integer("hrnn_cells", 1024, "HierarchicalRnnModel: LSTM cells per layer, both levels.",
+                     lower_bound=1)
+flags.DEFINE_integer("hrnn_layers", 2, "HierarchicalRnnModel: LSTM layers per level.", lower_bound=1)
+_enum("hrnn_representation", "state", hrnn.REPRESENTATIONS,
+      "HierarchicalRnnModel: what each level emits and E is: state (every layer's final c and h, the "
+      "paper's code) or h (the top layer's final h, the paper's text).")
+flags.DEFINE_integer("netvlad_cluster_size", 256, "NetVLADModelLF: clusters K (audio K/2).", lower_bound=2)
+flags.DEFINE_integer("netvlad_hidden_size", 1024, "NetVLADModelLF: hidden (representation) size H.",
+                     lower_bound=1)
+flags.DEFINE_bool("gating", True, "NetVLADModelLF: context gating of the hidden vector.")
+flags.DEFINE_bool("lightvlad", False, "NetVLADModelLF: LightVLAD (no cluster centres subtracted).")
+flags.DEFINE_integer("lstm_cells", 1024, "LstmModel: LSTM cells per layer.", lower_bound=1)
+flags.DEFINE_integer("lstm_layers", 2, "LstmModel: LSTM layers.", lower_bound=1)
+flags.DEFINE_integer("iterations", 30,
+                     "DbofModel: frames drawn per video from its valid ones with replacement (random in "
+                     "training, fixed positions otherwise); 0: every frame read.", lower_bound=0)
+flags.DEFINE_integer("dbof_cluster_size", 8192, "DbofModel: units of the cluster layer.", lower_bound=1)
+flags.DEFINE_integer("dbof_hidden_size", 1024, "DbofModel: units of the hidden layer (the representation).",
+                     lower_bound=1)
+_enum("dbof_pooling_method", "max", frame_level_models.DBOF_POOLING,
+      "DbofModel: pooling over frames of the cluster layer.")
+flags.DEFINE_bool("dbof_add_batch_norm", True, "DbofModel: batch norms (input, cluster, hidden) instead of "
+                  "biases.")
+flags.DEFINE_bool("rep_projection", False,
+                  "KD: L_rep compares the teacher's representation with a learned linear map (student "
+                  "scope rep_projection/, trained, not used at inference) of the student's, so that "
+                  "students and teachers of other families or sizes can be distilled with L_rep.")
 
 
 @flags.multi_flags_validator(["k_frame", "max_frames", "model_type", "frame_features"])

@@ -15,6 +15,7 @@ import os
 import tensorflow.compat.v1 as tf
 
 import config
+import layers
 import model_utils
 import precise_bn
 import teacher_cache
@@ -40,9 +41,10 @@ def setup(opts, model_flags):
   names the checkpoint and flags; a --teacher_checkpoint given as well must be the same. InputError
   for a teacher that does not fit the run."""
   if model_flags["model_type"] != "kd":
-    if opts.teacher_cache:
-      raise InputError("--teacher_cache is for --model_type=kd (this run is --model_type=%s)"
-                       % model_flags["model_type"])
+    for flag in ("teacher_cache", "share_teacher_classifier"):
+      if getattr(opts, flag):
+        raise InputError("--%s is for --model_type=kd (this run is --model_type=%s)"
+                         % (flag, model_flags["model_type"]))
     return NO_TEACHER
   if opts.teacher_cache:
     teacher_cache.check_usable(opts)
@@ -50,6 +52,9 @@ def setup(opts, model_flags):
     raise InputError("--model_type=kd needs frame-level data (--frame_features=True): the student reads "
                      "k of the frames the teacher reads")
   if opts.kd_mode == "parallel":
+    if opts.share_teacher_classifier:
+      raise InputError("--share_teacher_classifier starts the student from a trained teacher's classifier: "
+                       "it needs --kd_mode=serial")
     return Teacher(None, dict(model_flags, model_type="teacher", k_frame=model_flags["max_frames"]), None)
   cache = teacher_cache.TeacherCache(opts.teacher_cache) if opts.teacher_cache else None
   if not opts.teacher_checkpoint and cache is None:
@@ -61,10 +66,10 @@ def setup(opts, model_flags):
       cache.check_teacher(checkpoint, teacher_flags)
   else:
     checkpoint, teacher_flags = cache.teacher_checkpoint, cache.teacher_flags
-    if opts.student_init_from_teacher:
+    if opts.student_init_from_teacher or opts.share_teacher_classifier:
       checkpoint = model_utils.resolve_checkpoint(
-          checkpoint, "the checkpoint of --teacher_cache=%s (for --student_init_from_teacher)"
-          % opts.teacher_cache)
+          checkpoint, "the checkpoint of --teacher_cache=%s (for --student_init_from_teacher or "
+          "--share_teacher_classifier)" % opts.teacher_cache)
   if cache is not None and opts.pred_weight and opts.pred_loss == "kl" and not cache.has_logits:
     raise InputError("--pred_loss=kl needs the teacher's logits: %s was written with --cache_logits=False"
                      % cache.describe())
@@ -77,7 +82,7 @@ def setup(opts, model_flags):
   if cache is not None:
     _check_cache_statistics(cache, opts.precise_bn_batches)
     return Teacher(checkpoint, teacher_flags, cache, checkpoint, cache.precise_bn)
-  if opts.precise_bn_batches:
+  if opts.precise_bn_batches and precise_bn.applies(checkpoint):
     precise = precise_bn.recompute(checkpoint, opts.train_data_pattern, opts.precise_bn_batches,
                                    os.path.join(opts.train_dir, PRECISE_BN_DIR), opts.batch_size,
                                    opts.seed, opts.num_readers)
@@ -91,7 +96,9 @@ def setup(opts, model_flags):
 def _check_cache_statistics(cache, precise_bn_batches):
   """A cache holds the teacher it was written with: --precise_bn_batches must agree with it."""
   cached = cache.precise_bn["batches"] if cache.precise_bn else 0
-  if precise_bn_batches and precise_bn_batches != cached:
+  if precise_bn_batches and precise_bn_batches != cached and not (
+      tf.io.gfile.exists(cache.teacher_checkpoint + ".index")
+      and not precise_bn.applies(cache.teacher_checkpoint)):
     raise InputError("--precise_bn_batches=%d but %s was written with %s; write the cache with "
                      "cache_teacher.py --precise_bn_batches=%d" % (
                          precise_bn_batches, cache.describe(),
@@ -163,20 +170,31 @@ def tower_outputs(teacher, opts, tower_batch):
                                    is_training=parallel or opts.kd_teacher_is_training, scope="teacher")
 
 
-def check_representations(teacher_outputs, student_outputs, rep_weight):
-  """L_rep compares two vectors of one size: InputError otherwise (before any training)."""
-  sizes = [m["representation"].shape[-1] for m in (teacher_outputs, student_outputs)]
+def matched_student(teacher_outputs, student_outputs, model_flags, rep_weight):
+  """The student's outputs as the distillation terms see them. With --rep_projection its representation
+  E_S [B, S] becomes E_S · P + p, P [S, T] learned in the student's scope (rep_projection/: trained with
+  the student, unused at inference), T the teacher's size; without it L_rep compares the two vectors
+  as they are, and two sizes are an InputError (before any training)."""
+  sizes = [m["representation"].shape.as_list()[-1] for m in (teacher_outputs, student_outputs)]
+  if model_flags["rep_projection"]:
+    with tf.variable_scope(config.role_scope(model_flags), reuse=tf.AUTO_REUSE,
+                           initializer=layers.weight_initializer(model_flags["weight_init"])):
+      projected = layers.dense(student_outputs["representation"], sizes[0], scope="rep_projection")
+    return dict(student_outputs, representation=projected)                     # [B, T]
   if rep_weight and sizes[0] != sizes[1]:
     raise InputError("L_rep needs representations of one size: the teacher's has %s values, the "
-                     "student's %s (--nextvlad_hidden_size); use the teacher's size or --rep_weight=0"
+                     "student's %s; use the teacher's size, --rep_projection or --rep_weight=0"
                      % tuple(sizes))
+  return student_outputs
 
 
-def savers(teacher, init_student):
+def savers(teacher, init_student, share_classifier=False):
   """(teacher saver, init_fn): a Saver restoring the live teacher's `teacher/` variables (None for a
-  cached or parallel teacher) and, with --student_init_from_teacher, an init_fn restoring `student/`
-  from the teacher checkpoint, whatever scope the teacher was trained in. Call after the towers are
-  built; InputError listing missing variables and shape mismatches before any training."""
+  cached or parallel teacher) and an init_fn restoring from the teacher checkpoint, whatever scope the
+  teacher was trained in, `student/` (--student_init_from_teacher) or only the student's classifier
+  `student/classifier/` (--share_teacher_classifier: the paper's shared output layer, as a start).
+  Call after the towers are built; InputError listing missing variables and shape mismatches before
+  any training."""
   if not teacher.checkpoint:
     return None, None
   scope = config.role_scope(teacher.flags)
@@ -186,10 +204,14 @@ def savers(teacher, init_student):
         v for v in tf.local_variables() if v.op.name.startswith("teacher/")]
     teacher_saver = tf.train.Saver(model_utils.restore_map(
         teacher.checkpoint, scope, teacher_vars, "teacher", "--teacher_checkpoint"))
-  if init_student:
+  if init_student or share_classifier:
+    restored = model_utils.scope_variables("student" if init_student else "student/classifier")
+    if not restored:
+      raise InputError("--share_teacher_classifier: the student has no classifier/ scope to share")
     init_saver = tf.train.Saver(model_utils.restore_map(
-        teacher.checkpoint, scope, model_utils.scope_variables("student"), "student",
-        "--teacher_checkpoint (for --student_init_from_teacher)"))
+        teacher.checkpoint, scope, restored, "student",
+        "--teacher_checkpoint (for --%s)" % ("student_init_from_teacher" if init_student
+                                             else "share_teacher_classifier")))
     init_fn = lambda sess: init_saver.restore(sess, teacher.checkpoint)
   return teacher_saver, init_fn
 

@@ -120,3 +120,51 @@ def dropout(inputs, drop_rate, is_training):
   if not is_training or not drop_rate:
     return inputs
   return tf.nn.dropout(inputs, rate=drop_rate)
+
+
+def lstm(inputs, mask, cells, num_layers, scope="lstm", emit="state", forget_bias=1.0):
+  """A stack of `num_layers` LSTM layers of `cells` units over inputs [B, T, D] (T may be dynamic),
+  stepping only where mask [B, T] is 1: at a masked step every layer keeps its state, so a sequence
+  whose mask is all 0 ends in the zero state.
+
+  Layer l at step t, with input x (the frame for l = 0, layer l-1's new h otherwise), one fused matmul:
+    [i, j, f, o] = [x, h] · W_l + b_l          W_l [D_l + cells, 4·cells] (`weights`), b_l (`biases`, zeros)
+    c' = c·σ(f + forget_bias) + σ(i)·tanh(j),   h' = tanh(c')·σ(o)
+  (the gate order and the forget bias of TensorFlow 1's BasicLSTMCell). Returns the final
+  [c_1, h_1, ..., c_L, h_L] [B, 2·L·cells] for emit="state", the top layer's h [B, cells] for emit="h".
+  Variables: scope/layer_<l>/{weights, biases}."""
+  batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
+  weights = []
+  in_units = inputs.shape.as_list()[-1]
+  with tf.variable_scope(scope):
+    for layer in range(num_layers):
+      with tf.variable_scope("layer_%d" % layer):
+        weights.append((tf.get_variable("weights", [in_units + cells, 4 * cells]),
+                        tf.get_variable("biases", [4 * cells], initializer=tf.zeros_initializer())))
+      in_units = cells
+  frames = tf.TensorArray(inputs.dtype, size=steps).unstack(tf.transpose(inputs, [1, 0, 2]))  # T x [B, D]
+  masks = tf.TensorArray(tf.float32, size=steps).unstack(tf.transpose(mask)[:, :, None])      # T x [B, 1]
+
+  def step(t, state):
+    x, keep = frames.read(t), masks.read(t)
+    new_state = []
+    for layer, (kernel, bias) in enumerate(weights):
+      c, h = state[2 * layer], state[2 * layer + 1]
+      i, j, f, o = tf.split(tf.matmul(tf.concat([x, h], 1), kernel) + bias, 4, axis=1)  # 4 x [B, cells]
+      new_c = c * tf.sigmoid(f + forget_bias) + tf.sigmoid(i) * tf.tanh(j)
+      x = tf.tanh(new_c) * tf.sigmoid(o)
+      new_state += [keep * new_c + (1.0 - keep) * c, keep * x + (1.0 - keep) * h]
+    return t + 1, new_state
+
+  zeros = tf.zeros([batch, cells], inputs.dtype)
+  _, final = tf.while_loop(lambda t, _: t < steps, step, (tf.constant(0), [zeros] * (2 * num_layers)))
+  if emit == "h":
+    return final[-1]
+  if emit != "state":
+    raise InputError("lstm emit=%r: expected state or h" % emit)
+  return tf.concat(final, axis=1)
+
+
+def lstm_macs(input_size, cells, num_layers):
+  """Multiply-adds of one step of `lstm`: the matmul [x, h] · W_l of each layer."""
+  return sum((size + cells) * 4 * cells for size in [input_size] + [cells] * (num_layers - 1))

@@ -11,8 +11,10 @@ import tensorflow.compat.v1 as tf
 
 import config
 import frame_level_models
+import hrnn
 import layers
 import losses
+import netvlad
 import nextvlad
 import readers
 import utils
@@ -21,13 +23,42 @@ from utils import InputError
 
 # Every model a run can name with --model: the one table from flag names to classes.
 MODELS = {cls.__name__: cls for cls in (
-    nextvlad.NeXtVLADModel, nextvlad.MixNeXtVladModel, frame_level_models.FrameLevelLogisticModel,
+    nextvlad.NeXtVLADModel, nextvlad.MixNeXtVladModel, hrnn.HierarchicalRnnModel, netvlad.NetVLADModelLF,
+    frame_level_models.LstmModel, frame_level_models.DbofModel, frame_level_models.FrameLevelLogisticModel,
     video_level_models.LogisticModel, video_level_models.MoeModel)}
+
+
+def _resolved(name, hparams):
+  """hparams with --input_preprocessing=default replaced by the model's own (DEFAULT_PREPROCESSING;
+  none for the video-level models, which read no frames)."""
+  if hparams.get("input_preprocessing") != "default":
+    return hparams
+  model = utils.lookup(MODELS, name, "model")
+  return dict(hparams, input_preprocessing=getattr(model, "DEFAULT_PREPROCESSING", "none"))
 
 
 def get_model(name, **hparams):
   """An instance of the model class registered under `name` (--model), built with `hparams`."""
-  return utils.lookup(MODELS, name, "model")(**hparams)
+  return utils.lookup(MODELS, name, "model")(**_resolved(name, hparams))
+
+
+def model_flags_from(values):
+  """What a run records in model_flags.json (config.model_flags_from), with the value that
+  --input_preprocessing=default stands for: a default run and an older run that named that value
+  rebuild, resume and compare alike."""
+  model_flags = config.model_flags_from(values)
+  return _resolved(model_flags["model"], model_flags)
+
+
+def macs(model_flags, frames=None):
+  """Multiply-adds per video of the run's model reading `frames` frames (None: all, max_frames),
+  counted from its definition (each model's `macs`): the matrix products of its layers, recurrences
+  and aggregations; the elementwise operations (batch norms, activations, normalisations) are not
+  counted."""
+  model = get_model(model_flags["model"], **model_flags)
+  if not model_flags["frame_features"]:
+    return model.macs(sum(model_flags["feature_sizes"]), model_flags["num_classes"])
+  return model.macs(frames or model_flags["max_frames"], model_flags["num_classes"])
 
 
 def make_reader(model_flags, also_full_frames=False, seed=None):

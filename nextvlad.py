@@ -80,6 +80,8 @@ class NeXtVLADModel(models.BaseModel):
   (squeeze, squeeze_bn, excite), classifier/ (logistic/ or gates/ + experts/).
   """
 
+  DEFAULT_PREPROCESSING = "whiten"  # the seed's and linrongc's
+
   def __init__(self, feature_sizes=(1024, 128), groups=8, nextvlad_cluster_size=128,
                nextvlad_hidden_size=2048, expansion=2, gating_reduction=8, drop_rate=0.5,
                video_level_classifier_model="LogisticModel", l2_penalty=1e-5, moe_num_mixtures=2,
@@ -175,6 +177,18 @@ class NeXtVLADModel(models.BaseModel):
     frames, mask = self._frames(model_input, num_frames)
     return self.branch(frames, mask, vocab_size, is_training)
 
+  def macs(self, frames, vocab_size):
+    """Multiply-adds per video of `frames` frames. Per frame and branch (N features, K clusters, G
+    groups): expansion N·λN, attention λN·G, assignment λN·G·K, aggregation G·(λN/G)·K = λN·K; then
+    the hidden layer (Σ (λN/G)·K)·H, the gating 2·H·H/r and the classifier."""
+    per_frame = sum(size * self.expansion * (size + groups + groups * clusters + clusters)
+                    for _, size, clusters, groups in self._branches())
+    vlad_size = sum(size * self.expansion // groups * clusters
+                    for _, size, clusters, groups in self._branches())
+    return (frames * per_frame + vlad_size * self.hidden_size
+            + 2 * self.hidden_size * (self.hidden_size // self.gating_reduction)
+            + self.classifier.macs(self.hidden_size, vocab_size))
+
 
 class MixNeXtVladModel(NeXtVLADModel):
   """linrongc's mixture of `mix_number` NeXtVLAD classifiers with on-the-fly distillation (the seed's
@@ -225,6 +239,11 @@ class MixNeXtVladModel(NeXtVLADModel):
           collaborative_kl(logits, branch_logits, self.cl_temperature), axis=1))
       tf.add_to_collection(tf.GraphKeys.REGULARIZATION_LOSSES, output["regularization_loss"])
     return output
+
+  def macs(self, frames, vocab_size):
+    """The branches' multiply-adds and the mixture weights' dense layer on the mean frame."""
+    return (self.mix_number * super(MixNeXtVladModel, self).macs(frames, vocab_size)
+            + sum(self.feature_sizes) * self.mix_number)
 
 
 def collaborative_kl(logits, branch_logits, temperature, epsilon=1e-8):

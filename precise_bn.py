@@ -49,6 +49,12 @@ def record(checkpoint, data_pattern, batches, batch_size, seed):
           "batches": int(batches), "batch_size": int(batch_size), "seed": int(seed)}
 
 
+def applies(checkpoint):
+  """Whether `checkpoint` holds batch-norm moving statistics to recompute (NeXtVLAD, NetVLAD and DBoF
+  do; the recurrent models and the logistic ones have none, and --precise_bn_batches leaves them be)."""
+  return any(name.endswith("/moving_mean") for name, _ in tf.train.list_variables(checkpoint))
+
+
 def population_statistics(batch_means, batch_variances):
   """(mean, variance) from per-batch means and biased variances [N, C] (the module docstring)."""
   means, variances = np.asarray(batch_means, np.float64), np.asarray(batch_variances, np.float64)

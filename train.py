@@ -86,6 +86,9 @@ flags.DEFINE_enum("rep_loss", "mse", list(kd_losses.REP_LOSSES),
                   "or relative (squared error / the teacher's squared norm); the last two do not grow with "
                   "the representation's size or scale.", case_sensitive=False)
 flags.DEFINE_bool("student_init_from_teacher", False, "Start the student from the teacher's weights.")
+flags.DEFINE_bool("share_teacher_classifier", False,
+                  "Serial kd: start the student's classifier from the teacher's (the paper's shared "
+                  "output layer; the paper's code trains its own). Needs representations of one size.")
 
 
 @flags.multi_flags_validator(["model_type", "ce_weight", "pred_weight", "rep_weight"])
@@ -201,8 +204,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
       teacher_outputs = None
       if kd:
         teacher_outputs = kd_teacher.tower_outputs(teacher, opts, tower_batch)
-        kd_teacher.check_representations(teacher_outputs, student, opts.rep_weight)
-        loss, terms = kd_losses.distillation_loss(ce, teacher_outputs, student, opts.ce_weight,
+        matched = kd_teacher.matched_student(teacher_outputs, student, model_flags, opts.rep_weight)
+        loss, terms = kd_losses.distillation_loss(ce, teacher_outputs, matched, opts.ce_weight,
                                                   opts.pred_weight, opts.rep_weight,
                                                   opts.pred_loss, opts.temperature, opts.rep_loss,
                                                   opts.kd_balance)
@@ -371,7 +374,8 @@ def build_graph(opts, model_flags, teacher, cluster):
       saver = tf.train.Saver(tf.global_variables(), max_to_keep=opts.keep_checkpoint_max,
                              keep_checkpoint_every_n_hours=opts.keep_checkpoint_every_n_hours,
                              save_relative_paths=True)
-      teacher_saver, init_fn = kd_teacher.savers(teacher, opts.student_init_from_teacher)
+      teacher_saver, init_fn = kd_teacher.savers(teacher, opts.student_init_from_teacher,
+                                                 opts.share_teacher_classifier)
       parts = TrainingGraph(
           graph, fetch, saver, teacher_saver, init_fn, summary_op=tf.summary.merge_all(),
           global_init=tf.global_variables_initializer(),
@@ -434,8 +438,8 @@ def prepare(opts):
   (which serves until killed)."""
   if opts.visible_gpu:
     os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.visible_gpu)
-  model_flags = config.model_flags_from(opts.flag_values_dict() if hasattr(opts, "flag_values_dict")
-                                        else vars(opts))
+  model_flags = model_utils.model_flags_from(opts.flag_values_dict() if hasattr(opts, "flag_values_dict")
+                                             else vars(opts))
   cluster = Cluster(*cluster_from_tf_config())
   if cluster.task_type == "ps":
     server = tf.train.Server(cluster.spec, job_name="ps", task_index=cluster.task_index)

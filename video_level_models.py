@@ -24,6 +24,10 @@ class LogisticModel(models.BaseModel):
     logits = layers.dense(model_input, vocab_size, scope="logistic", regularize=penalty)
     return {"logits": logits, "predictions": tf.sigmoid(logits), "representation": model_input}
 
+  def macs(self, input_size, vocab_size):
+    """Multiply-adds per video on an input vector of `input_size` values."""
+    return input_size * vocab_size
+
 
 class MoeModel(models.BaseModel):
   """The starter's mixture of experts: per class, a softmax gate (scope `gates`, no bias) over
@@ -59,6 +63,10 @@ class MoeModel(models.BaseModel):
     predictions = tf.reduce_sum(tf.exp(experts_on) * tf.sigmoid(experts), axis=2)
     return {"logits": log_positive - log_negative, "predictions": predictions,
             "representation": model_input}
+
+  def macs(self, input_size, vocab_size):
+    """Multiply-adds per video on an input vector of `input_size` values: gates and experts."""
+    return input_size * vocab_size * (2 * self.num_mixtures + 1)
 
 
 CLASSIFIERS = {cls.__name__: cls for cls in (LogisticModel, MoeModel)}

@@ -7,8 +7,10 @@ hidden 2048, 3862 classes, batch 80) and generated 300-frame shards (1024 + 128 
   * steady-state inference videos/s through inference.py's checkpoint path (reader + model; the
     first batches excluded) of the teacher, k=30 and k=6, and the start-up before the first batch,
     split into file validation, graph build, session, checkpoint restore and first batch;
-each as achieved GFLOP/s (2 per multiply-add counted by TensorFlow's profiler; training = 3x the
-forward pass, plus one teacher forward pass for live KD) and as a fraction of the matmul rate.
+each as achieved GFLOP/s (2 per multiply-add of model_utils.macs; training = 3x the forward pass, plus
+one teacher forward pass for live KD) and as a fraction of the matmul rate;
+  * every model family (at its published size) as a teacher and at each k: parameters,
+    multiply-adds per video and measured ms/video at inference (scripts/model_costs.py).
 
   .venv/bin/python bench/bench_costs.py              # full size: many minutes, run it on a quiet machine
   .venv/bin/python bench/bench_costs.py --small      # a tiny model and data set: seconds (tests)
@@ -47,11 +49,26 @@ import utils  # noqa: E402
 
 SIZES = {
     "full": dict(groups=8, clusters=128, hidden=2048, classes=3862, batch=80, frames=300, videos=240,
-                 matmul=(2048, 4096), warmup_steps=2, train_steps=6, inference_secs=20.0),
+                 matmul=(2048, 4096), warmup_steps=2, train_steps=6, inference_secs=20.0,
+                 family_timing=dict(batch=8, repeats=2, rounds_of_repeats=2),
+                 # The paper's code's, WILLOW's and the starter's MoE-2 head; NeXtVLAD is the seed's.
+                 families={"NeXtVLADModel": [],
+                           "HierarchicalRnnModel": ["--video_level_classifier_model=MoeModel"],
+                           "NetVLADModelLF": ["--video_level_classifier_model=MoeModel"],
+                           "LstmModel": ["--video_level_classifier_model=MoeModel"],
+                           "DbofModel": ["--video_level_classifier_model=MoeModel"]}),
     "small": dict(groups=2, clusters=8, hidden=32, classes=20, batch=4, frames=40, videos=32,
-                  matmul=(256,), warmup_steps=1, train_steps=2, inference_secs=0.5),
+                  matmul=(256,), warmup_steps=1, train_steps=2, inference_secs=0.5,
+                  family_timing=dict(batch=4, repeats=1, rounds_of_repeats=1),
+                  families={"NeXtVLADModel": [],
+                            "HierarchicalRnnModel": ["--hrnn_cells=16", "--hrnn_block_frames=10",
+                                                     "--hrnn_student_block_frames=3"],
+                            "NetVLADModelLF": ["--netvlad_cluster_size=8", "--netvlad_hidden_size=32"],
+                            "LstmModel": ["--lstm_cells=16"],
+                            "DbofModel": ["--dbof_cluster_size=64", "--dbof_hidden_size=32"]}),
 }
-PARTS = ("matmul", "train", "inference", "startup")
+PARTS = ("matmul", "train", "inference", "startup", "families")
+FAMILY_KS = (6, 30)  # the students of the families part
 TARGETS = "cached KD k=30 step <= 1.15x student k=30 step; inference k=30 >= 5x, k=6 >= 9x teacher; " \
           "teacher training >= 80% of matmul"
 
@@ -91,11 +108,32 @@ def common_flags(size, data_pattern):
           "--num_readers=4", "--shuffle_buffer=%d" % (2 * size["batch"]), "--log_every_steps=1000000"]
 
 
-def write_initial_run(train_dir, argv):
-  """A train_dir (model_flags.json + model.ckpt-0) of freshly initialised weights for the flags."""
+def parsed_model_flags(argv):
+  """The model flags a train.py command line `argv` records."""
   train.FLAGS.unparse_flags()
   train.FLAGS(argv)
-  model_flags = config.model_flags_from(train.FLAGS.flag_values_dict())
+  return model_utils.model_flags_from(train.FLAGS.flag_values_dict())
+
+
+def family_costs(size, flags):
+  """Rows (family, frames read, parameters, multiply-adds, ms/video) of every family as a teacher (all
+  frames) and as a student at each of FAMILY_KS."""
+  rows = []
+  for family, family_flags in size["families"].items():
+    for role in [["--model_type=teacher"]] + [["--model_type=student", "--k_frame=%d" % k] for k in FAMILY_KS]:
+      model_flags = parsed_model_flags(flags + ["--model=" + family] + family_flags + role)
+      frames = config.frames_read(model_flags)
+      cost = model_costs.measure(model_flags, frames, **size["family_timing"])
+      rows.append((family, frames or model_flags["max_frames"], cost["parameters"], cost["macs"],
+                   cost["ms_per_video"]))
+      log("%s, %d frames: %.4g multiply-adds, %.2f ms/video" % (family, rows[-1][1], cost["macs"],
+                                                                 cost["ms_per_video"]))
+  return rows
+
+
+def write_initial_run(train_dir, argv):
+  """A train_dir (model_flags.json + model.ckpt-0) of freshly initialised weights for the flags."""
+  model_flags = parsed_model_flags(argv)
   with tf.Graph().as_default():
     shape = [1, config.frames_read(model_flags) or model_flags["max_frames"], 1152]
     model_utils.build_model(model_flags, tf.zeros(shape), tf.ones([1], tf.int32), is_training=False)
@@ -245,6 +283,11 @@ def main(argv=None):
     phases = {name: startup_phases(runs[name], files, size["batch"]) for name in roles}
     for phase in phases["teacher"]:
       print("| %s | %s |" % (phase, " | ".join("%.3f s" % phases[name][phase] for name in roles)))
+  if "families" in parts:
+    print("\n| family | frames read | parameters | M multiply-adds / video | ms / video |\n|---|---|---|---|---|")
+    for family, frames, parameters, macs_per_video, ms in family_costs(size, flags):
+      print("| %s | %d | %s | %s | %.2f |" % (family, frames, "{:,}".format(parameters),
+                                               "{:,.1f}".format(macs_per_video / 1e6), ms))
   ratios = []
   if "train" in parts:
     ratios.append(("cached KD k=30 step / student k=30 step", results["train student k=30"] /

@@ -108,7 +108,7 @@ def import_model_flags(names, prefix, flag_values):
     values["mix_number"] = len(branches)
   if prefix == "student/tower/" and not flag_values["model_type"].present:
     values["model_type"] = "student"
-  model_flags = config.model_flags_from(values)
+  model_flags = model_utils.model_flags_from(values)
   if model_flags["model_type"] != "teacher" and model_flags["k_frame"] >= model_flags["max_frames"]:
     raise InputError("%s is a student: pass the --k_frame it was trained with (below --max_frames=%d)"
                      % (prefix, model_flags["max_frames"]))

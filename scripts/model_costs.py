@@ -1,6 +1,11 @@
-"""Cost of a model per video: trainable parameters, multiply-adds counted from the graph (TensorFlow's
-profiler float-op count / 2, for one video of F frames) and measured milliseconds per video at
-inference on this machine (batches of decoded frames; input reading excluded).
+"""Cost of a model per video: trainable parameters (from its graph), multiply-adds for one video of F
+frames (model_utils.macs: counted from the model's definition, the matrix products of its layers,
+recurrences and aggregations) and measured milliseconds per video at inference on this machine
+(batches of decoded frames; input reading excluded).
+
+The multiply-adds are not TensorFlow's profiler count: it takes a batched matmul's inner dimension from
+`transpose_a`, which BatchMatMulV2 does not have (it has `adj_x`), so it under-counts NeXtVLAD's and
+NetVLAD's aggregation, and it counts a tf.while_loop's body (every LSTM) once.
 
   python scripts/model_costs.py --train_dir=out/study/runs/teacher_seed0 [--frames=30]
 """
@@ -38,10 +43,7 @@ def count(model_flags, frames=None):
   graph, _, _ = _graph(model_flags, 1, frames or model_flags["max_frames"])
   with graph.as_default():
     parameters = int(sum(np.prod(v.shape.as_list()) for v in tf.trainable_variables()))
-    options = tf.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    flops = tf.profiler.profile(graph, options=options).total_float_ops
-  return parameters, int(flops // 2)
+  return parameters, model_utils.macs(model_flags, frames)
 
 
 def measure(model_flags, frames=None, batch=32, repeats=5, rounds_of_repeats=5):

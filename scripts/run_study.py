@@ -54,6 +54,12 @@ def log(message):
 # numerics and distillation flags only, each measured in docs/DISTILLATION.md and listed in
 # docs/FIDELITY.md. --extra_flags='' runs the seed's numerics and KD loss unchanged.
 RECOMMENDED_FLAGS = "--flagfile=" + os.path.join(ROOT, "configs", "recommended.flags")
+# --model: each family's --model_flags when none are given, sized for the generated data on 2 cores
+# (NeXtVLAD's are add_run_arguments' default).
+FAMILY_FLAGS = {"HierarchicalRnnModel": "--hrnn_cells=128 --hrnn_layers=1",
+                "NetVLADModelLF": "--netvlad_cluster_size=16 --netvlad_hidden_size=128",
+                "LstmModel": "--lstm_cells=128 --lstm_layers=1",
+                "DbofModel": "--dbof_cluster_size=512 --dbof_hidden_size=128"}
 
 
 def parse_args(argv=None):
@@ -66,8 +72,15 @@ def parse_args(argv=None):
                       help="Comma-separated students to train at each k, from: %s (default uniform,random,kd; "
                       "grid all). uniform and kd are always needed: the cost table and plots use them."
                       % ",".join(STUDENT_NAMES))
+  parser.add_argument("--model", default="NeXtVLADModel", choices=["NeXtVLADModel"] + sorted(FAMILY_FLAGS),
+                      help="The family of the teacher and every student; --model_flags default to its "
+                      "FAMILY_FLAGS.")
   add_run_arguments(parser)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.model != "NeXtVLADModel":  # a NeXtVLAD study keeps the flags (and study.json) it always had
+    given = args.model_flags != parser.get_default("model_flags")
+    args.model_flags = "--model=%s %s" % (args.model, args.model_flags if given else FAMILY_FLAGS[args.model])
+  return args
 
 
 def add_run_arguments(parser):

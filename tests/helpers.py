@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import config  # noqa: E402  (after the path insertion above)
+import model_utils  # noqa: E402
 import utils  # noqa: E402
 
 # Real YouTube-8M shards: $YT8M_REAL_DATA, or data/real/ in the repository (git-ignored; link or copy
@@ -145,7 +146,7 @@ def model_flags(**overrides):
   unknown = set(overrides) - set(values)
   assert not unknown, "not model flags: %s" % sorted(unknown)
   values.update(overrides)
-  return config.model_flags_from(values)
+  return model_utils.model_flags_from(values)
 
 
 def run_program(program, *args, timeout=900, env=None):

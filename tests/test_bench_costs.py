@@ -1,4 +1,5 @@
-"""bench/bench_costs.py at --small size: every row, ratio and start-up phase is measured and printed."""
+"""bench/bench_costs.py at --small size: every row, ratio, start-up phase and family is measured and
+printed."""
 
 import os
 
@@ -25,6 +26,11 @@ def test_bench_costs_small_measures_every_rate(tmp_path):
     assert any(line.startswith("| " + ratio + " | ") for line in table), ratio
   for phase in ("validate files", "graph build", "session", "restore", "first batch"):
     assert any(line.startswith("| %s | " % phase) for line in table), phase
+  # Every family as a teacher (all 40 frames) and at k = 6 and 30: parameters, multiply-adds, ms/video.
+  for family in ("NeXtVLADModel", "HierarchicalRnnModel", "NetVLADModelLF", "LstmModel", "DbofModel"):
+    rows = [line for line in table if line.startswith("| %s | " % family)]
+    assert [row.split("|")[2].strip() for row in rows] == ["40", "6", "30"], family
+    assert all(float(row.split("|")[5]) > 0 for row in rows), rows
   # The cache was written from the teacher run and read by the cached KD run.
   assert sorted(os.listdir(str(tmp_path / "teacher_cache"))) == ["manifest.json"] + [
       "train%04d.tfrecord" % i for i in range(4)]

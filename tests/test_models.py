@@ -246,8 +246,9 @@ def test_video_level_models():
 
 
 def test_registries_reject_unknown_names():
-  with pytest.raises(InputError, match="--model='Nope'.*FrameLevelLogisticModel, LogisticModel, "
-                                       "MixNeXtVladModel, MoeModel, NeXtVLADModel"):
+  with pytest.raises(InputError, match="--model='Nope'.*DbofModel, FrameLevelLogisticModel, "
+                                       "HierarchicalRnnModel, LogisticModel, LstmModel, MixNeXtVladModel, "
+                                       "MoeModel, NeXtVLADModel, NetVLADModelLF"):
     model_utils.get_model("Nope")
   with pytest.raises(InputError, match="--label_loss='Nope'.*CrossEntropyLoss, HingeLoss, SoftmaxLoss"):
     losses.get_loss("Nope")

@@ -255,7 +255,7 @@ def test_a_folder_matching_the_data_pattern_writes_nothing(frame_data, tmp_path)
 def test_teacher_default_k_frame_still_means_all_frames(frame_data):
   train.FLAGS.unparse_flags()
   train.FLAGS(train_args(frame_data, "/tmp/unused", "--model_type=teacher"))  # max_frames 24, k 300
-  model_flags = train.config.model_flags_from(train.FLAGS.flag_values_dict())
+  model_flags = train.model_utils.model_flags_from(train.FLAGS.flag_values_dict())
   assert model_flags["k_frame"] == 300 and train.config.frames_read(model_flags) is None
 
 

@@ -143,3 +143,12 @@ def test_diagnosis_driver_tables_kd_against_plain(tmp_path):
   for row in rows[1:]:
     kd, plain, paired = float(row[4]), float(row[3]), float(row[6])
     assert kd - plain == pytest.approx(float(row[5]), abs=1e-6) == pytest.approx(paired, abs=1e-6)
+
+
+def test_the_study_runs_any_family():
+  """--model picks the family of every run: its own small flags unless --model_flags are given."""
+  assert run_study.parse_args([]).model_flags == run_study.parse_args(["--model=NeXtVLADModel"]).model_flags
+  args = run_study.parse_args(["--model=HierarchicalRnnModel"])
+  assert args.model_flags == "--model=HierarchicalRnnModel " + run_study.FAMILY_FLAGS["HierarchicalRnnModel"]
+  args = run_study.parse_args(["--model=LstmModel", "--model_flags=--lstm_cells=8"])
+  assert args.model_flags == "--model=LstmModel --lstm_cells=8"

@@ -16,7 +16,7 @@ from helpers import ROOT
 from utils import InputError
 
 PROGRAMS = ("train", "eval", "inference", "export_model", "cache_teacher", "import_checkpoint")
-MODEL_FILES = ("nextvlad.py", "frame_level_models.py", "video_level_models.py")
+MODEL_FILES = ("nextvlad.py", "netvlad.py", "hrnn.py", "frame_level_models.py", "video_level_models.py")
 
 
 def _imports(path):
@@ -64,16 +64,19 @@ def test_a_conflicting_redefinition_is_an_error_at_import():
 
 
 def test_the_registry_has_no_cycle():
-  """models.py imports no project module; each model file imports `models` and never model_utils; the
-  one table from --model names to classes is model_utils.MODELS."""
+  """models.py imports no project module; each model file imports `models` (or builds on
+  frame_level_models.FrameModel) and never model_utils; the one table from --model names to classes is
+  model_utils.MODELS."""
   project = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")}
   assert not _imports("models.py") & project
   for path in MODEL_FILES:
     imported = _imports(path)
-    assert "models" in imported and "model_utils" not in imported and "config" not in imported, path
-  assert sorted(model_utils.MODELS) == ["FrameLevelLogisticModel", "LogisticModel", "MixNeXtVladModel",
-                                        "MoeModel", "NeXtVLADModel"]
-  with pytest.raises(InputError, match=r"--model='Nope': unknown, expected one of FrameLevelLogisticModel"):
+    assert imported & {"models", "frame_level_models"}, path
+    assert "model_utils" not in imported and "config" not in imported, path
+  assert sorted(model_utils.MODELS) == ["DbofModel", "FrameLevelLogisticModel", "HierarchicalRnnModel",
+                                        "LogisticModel", "LstmModel", "MixNeXtVladModel", "MoeModel",
+                                        "NeXtVLADModel", "NetVLADModelLF"]
+  with pytest.raises(InputError, match=r"--model='Nope': unknown, expected one of DbofModel"):
     model_utils.get_model("Nope")
 
 
