@@ -1,5 +1,7 @@
-"""Test set-up: graph-mode TF, the `slow` marker (make check leaves those tests out) and the shared data
-fixture; the helpers themselves are in helpers.py."""
+"""Test set-up: graph-mode TF, the `slow` marker (make check leaves those tests out), the shared data
+fixture and the TensorFlow log lines of a test; the helpers themselves are in helpers.py."""
+
+import logging
 
 import pytest
 import tensorflow.compat.v1 as tf
@@ -26,3 +28,14 @@ def frame_data(tmp_path_factory):
   return {"root": root, "train": str(root / "train*.tfrecord"),
           "validate": str(root / "validate*.tfrecord"), "train_videos": train,
           "validate_videos": validate, "num_classes": 8, "feature_sizes": "16,4"}
+
+
+@pytest.fixture
+def tf_log():
+  """The lines TensorFlow logs during a test (its logger does not propagate to pytest's caplog)."""
+  lines = []
+  handler = logging.Handler()
+  handler.emit = lambda record: lines.append(record.getMessage())
+  tf.get_logger().addHandler(handler)
+  yield lines
+  tf.get_logger().removeHandler(handler)

@@ -27,7 +27,7 @@ def test_bench_costs_small_measures_every_rate(tmp_path, capsys):
   for ratio in ("cached KD k=30 step / student k=30 step", "teacher training / matmul rate",
                 "inference k=30 / teacher videos/s", "inference k=6 / teacher videos/s"):
     assert any(line.startswith("| " + ratio + " | ") for line in table), ratio
-  for phase in ("validate files", "graph build", "session", "restore", "first batch"):
+  for phase in ("validate files", "graph build", "check checkpoint", "session", "restore", "first batch"):
     assert any(line.startswith("| %s | " % phase) for line in table), phase
   # The cache was written from the teacher run and read by the cached KD run.
   assert sorted(os.listdir(str(tmp_path / "teacher_cache"))) == ["manifest.json"] + [
