@@ -17,6 +17,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import kd_teacher
 import model_utils
@@ -77,12 +78,13 @@ def _teacher_graph(teacher_flags, logits, batch_size):
 
 
 def run(opts):
-  """Writes the cache; returns its manifest."""
+  """Writes the cache; returns its manifest. The teacher checkpoint is exactly the one named (a
+  train_dir: its latest), read back whole: a damaged one is refused (checkpoints.choose)."""
   if not opts.cache_dir:
     raise InputError("--cache_dir is empty: expected the directory to write the cache to")
   if not opts.teacher_checkpoint:
     raise InputError("--teacher_checkpoint is empty: expected a teacher train_dir or checkpoint")
-  checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+  checkpoint = checkpoints.choose(opts.teacher_checkpoint, "--teacher_checkpoint", fallback=False)
   teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
   if not teacher_flags["frame_features"] or config.frames_read(teacher_flags) is not None:
     raise InputError("--teacher_checkpoint=%s reads %s frames: a cache holds a teacher that reads all frames "

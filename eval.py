@@ -4,8 +4,9 @@ One full deterministic pass per checkpoint (every video exactly once). The graph
 train_dir/model_flags.json, so a student is evaluated on the same k frames it was trained on and a KD
 run is evaluated as its plain student. Results go to TensorBoard (<train_dir>/eval) and to JSON
 (<train_dir>/eval/metrics.json, the latest, and metrics-STEP.json, one per evaluated checkpoint).
---run_once evaluates the latest checkpoint; otherwise each new checkpoint is evaluated once as it
-appears, until none has appeared for --max_wait_secs.
+--run_once evaluates the newest intact checkpoint (a damaged newer one is passed over with a warning;
+a damaged --checkpoint_file is refused); otherwise each new checkpoint is evaluated once as it
+appears, a damaged one skipped with a warning, until none has appeared for --max_wait_secs.
 """
 
 import glob
@@ -16,6 +17,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import eval_util
 import model_utils
@@ -31,6 +33,7 @@ flags.DEFINE_integer("eval_interval_secs", 30, "Seconds between looks for a new 
 flags.DEFINE_integer("max_wait_secs", 600, "Watch mode stops after this long without a new checkpoint.",
                      lower_bound=0)
 flags.DEFINE_integer("log_every_batches", 20, "Progress line every this many batches.", lower_bound=1)
+METRICS_EXPECTED = "the metrics eval.py writes"   # what eval/metrics*.json holds, for utils.read_json
 
 
 class Evaluator(object):
@@ -52,6 +55,7 @@ class Evaluator(object):
                     "video_ids": parts["batch"]["video_ids"], "num_frames": parts["batch"]["num_frames"]}
       self.iterator_init, self.saver, self.reader = parts["iterator_init"], parts["saver"], parts["reader"]
       self.global_step = parts["global_step"]
+      self.needed = parts["restored"]  # the checkpoint tensors a restore reads
     self.graph.finalize()
     self.sess = tf.Session(graph=self.graph)
 
@@ -108,32 +112,66 @@ def checkpoint_step(path):
   return int(path.rsplit("-", 1)[1])
 
 
+def _identity(path):
+  """A checkpoint as the watch knows it: its path and its index's modification time (a checkpoint
+  written later under a skipped one's name, by a resumed run, is another one); None once deleted."""
+  try:
+    return path, tf.io.gfile.stat(path + ".index").mtime_nsec
+  except tf.errors.NotFoundError:
+    return None
+
+
+def pending(train_dir, skipped=frozenset()):
+  """The checkpoints train_dir's index lists (oldest first) that exist, have no eval/metrics-STEP.json
+  yet and are not in `skipped` (identities)."""
+  done = evaluated_steps(train_dir)
+  paths = []
+  for path in checkpoints.listed(train_dir):
+    identity = _identity(path)
+    if identity is not None and identity not in skipped and checkpoint_step(path) not in done:
+      paths.append(path)
+  return paths
+
+
+def evaluate_each(evaluator, paths, skipped):
+  """Evaluates each checkpoint of `paths` in turn; returns their metrics. A damaged one is skipped
+  with a one-line warning and its identity added to `skipped`, so that it is not retried; one deleted
+  before its turn (training keeps the last --keep_checkpoint_max) is skipped too."""
+  results = []
+  for path in paths:
+    reason = checkpoints.damage(path, evaluator.needed)
+    if reason is None:
+      try:
+        results.append(evaluator.evaluate(path))
+        continue
+      except (tf.errors.NotFoundError, ValueError):
+        if tf.io.gfile.exists(path + ".index"):
+          raise
+    identity = _identity(path)
+    if identity is None:
+      tf.logging.warning("%s was deleted before it could be evaluated: skipped.", path)
+    else:
+      tf.logging.warning("%s is damaged (%s): skipped, and not retried.", path, reason)
+      skipped.add(identity)
+  return results
+
+
 def run(opts):
-  """Evaluates once (--run_once / --checkpoint_file) or watches the train_dir for new checkpoints;
-  returns the list of metrics dicts."""
+  """Evaluates once (--run_once / --checkpoint_file: checkpoints.choose) or watches the train_dir for
+  new checkpoints; returns the list of metrics dicts."""
   config.check_passed_flags(config.load_model_flags(opts.train_dir), opts, opts.train_dir)
   evaluator = Evaluator(opts.train_dir, opts.eval_data_pattern, opts.batch_size, opts.top_k,
                         opts.num_readers, opts.log_every_batches)
   if opts.checkpoint_file or opts.run_once:
-    checkpoint = model_utils.resolve_checkpoint(opts.checkpoint_file or opts.train_dir,
-                                                "--checkpoint_file" if opts.checkpoint_file
-                                                else "--train_dir")
+    checkpoint = checkpoints.choose(opts.checkpoint_file or opts.train_dir,
+                                    "--checkpoint_file" if opts.checkpoint_file else "--train_dir",
+                                    needed=evaluator.needed)
     return [evaluator.evaluate(checkpoint)]
-  results, last_new = [], time.time()
+  results, last_new, skipped = [], time.time(), set()
   while time.time() - last_new < opts.max_wait_secs:
-    state = tf.train.get_checkpoint_state(opts.train_dir)
-    done = evaluated_steps(opts.train_dir)
-    pending = [p for p in (state.all_model_checkpoint_paths if state else [])
-               if checkpoint_step(p) not in done and tf.io.gfile.exists(p + ".index")]
-    if pending:
-      for checkpoint in pending:
-        try:
-          results.append(evaluator.evaluate(checkpoint))
-        except (tf.errors.NotFoundError, ValueError):
-          if tf.io.gfile.exists(checkpoint + ".index"):
-            raise
-          # Training keeps the last --keep_checkpoint_max: an old one can go while the queue waits.
-          tf.logging.warning("%s was deleted before it could be evaluated: skipped.", checkpoint)
+    paths = pending(opts.train_dir, skipped)
+    if paths:
+      results += evaluate_each(evaluator, paths, skipped)
       last_new = time.time()
     else:
       tf.logging.info("No new checkpoint in %s; waiting (stops after %ds without one).",

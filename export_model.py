@@ -4,9 +4,10 @@ Signature `serving_default`: input `example_bytes` (serialized YouTube-8M record
 was trained on), outputs `video_id`, `class_indexes` and `predictions` (top --top_k, descending).
 The parsing, k-frame sampling and preprocessing are inside the graph, and every variable of the
 model's scope is saved, batch-norm moving statistics included (the starter saved trainable ones only,
-which breaks batch norm at serving time). A KD run exports its student alone. A checkpoint with a
-non-finite variable (a diverged run) is refused; a temporary folder left by a killed export is removed
-by the next one.
+which breaks batch norm at serving time). A KD run exports its student alone. The checkpoint is the newest
+intact one of the run (checkpoints.choose: a damaged newer one is passed over with a warning); a
+damaged --checkpoint_file is refused, and so is a checkpoint with a non-finite variable (a diverged
+run). A temporary folder left by a killed export is removed by the next one.
 """
 
 import os
@@ -14,6 +15,7 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import model_utils
 import utils
@@ -43,18 +45,19 @@ def build_serving_graph(model_flags, top_k):
 def export(train_dir, checkpoint_file="", export_dir="", top_k=20):
   """Writes the SavedModel atomically (temporary folder, then rename); returns its path."""
   model_flags = config.load_model_flags(train_dir)
-  checkpoint = model_utils.resolve_checkpoint(checkpoint_file or train_dir,
-                                              "--checkpoint_file" if checkpoint_file else "--train_dir")
-  step = int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
-  export_dir = export_dir or os.path.join(train_dir, "export", "step_%d" % step)
-  if tf.io.gfile.exists(export_dir):
-    raise InputError("--export_dir=%s already exists: nothing is overwritten; remove it or pick another"
-                     % export_dir)
   graph = tf.Graph()
   with graph.as_default():
     inputs, outputs = build_serving_graph(model_flags, top_k)
     global_step = tf.train.get_or_create_global_step()
     variables = model_utils.scope_variables(config.role_scope(model_flags)) + [global_step]
+    checkpoint = checkpoints.choose(checkpoint_file or train_dir,
+                                    "--checkpoint_file" if checkpoint_file else "--train_dir",
+                                    needed=[v.op.name for v in variables])
+    step = int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
+    export_dir = export_dir or os.path.join(train_dir, "export", "step_%d" % step)
+    if tf.io.gfile.exists(export_dir):
+      raise InputError("--export_dir=%s already exists: nothing is overwritten; remove it or pick another"
+                       % export_dir)
     saver = tf.train.Saver(variables)
     finite = {v.op.name: tf.reduce_all(tf.math.is_finite(v)) for v in variables
               if v.dtype.base_dtype.is_floating}

@@ -5,7 +5,9 @@ The model reads its frames exactly as in training (a student: its k frames by it
 the graph is rebuilt from train_dir/model_flags.json or was exported with its own input parsing.
 The CSV is written to a temporary file and renamed at the end: an interrupted run (error, Ctrl-C,
 SIGTERM) leaves no half file, and a temporary left by a killed one (SIGKILL) is removed by the next run.
-Non-finite scores (a diverged checkpoint) stop the run with one line naming the checkpoint.
+Non-finite scores (a diverged checkpoint) stop the run with one line naming the checkpoint. The
+checkpoint is the newest intact one of the run (checkpoints.choose: a damaged newer one is passed over
+with a warning); a damaged --checkpoint_file is refused.
 As in the starter, --output_model_tgz packs the run (checkpoint + model_flags.json) and
 --input_model_tgz predicts from such a pack; model flags given on the command line (the seed's scripts
 pass them) must agree with the run's model_flags.json.
@@ -19,6 +21,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import model_utils
 import readers
@@ -82,20 +85,27 @@ def unpack_model_tgz(path, untar_dir):
   return untar_dir
 
 
-def _batches_from_checkpoint(opts, files, model_flags, checkpoint):
-  """Yields (video_ids, class_indexes, scores, predictions) per batch from a train_dir checkpoint."""
+def _checkpoint_graph(opts, files, model_flags):
+  """The run's model over `files` and its top --top_k: (graph, model_utils.build_evaluation_graph's
+  parts with `fetch`, the tensors of a batch)."""
   graph = tf.Graph()
   with graph.as_default():
     parts = model_utils.build_evaluation_graph(model_flags, files, opts.batch_size, opts.num_readers)
     predictions = parts["outputs"]["predictions"]
     top = tf.nn.top_k(predictions, k=min(opts.top_k, model_flags["num_classes"]))
-    fetch = (parts["batch"]["video_ids"], top.indices, top.values, predictions)
+    parts["fetch"] = (parts["batch"]["video_ids"], top.indices, top.values, predictions)
+  return graph, parts
+
+
+def _batches_from_checkpoint(graph, parts, files, model_flags, checkpoint):
+  """Yields (video_ids, class_indexes, scores, predictions) per batch from a train_dir checkpoint,
+  restored into _checkpoint_graph's graph and parts."""
   with tf.Session(graph=graph) as sess:
     parts["saver"].restore(sess, checkpoint)
     sess.run(parts["iterator_init"])
     tf.logging.info("Predicting with %s (%s reading %s frames).", checkpoint,
                     config.role_scope(model_flags), config.frames_read(model_flags) or "all")
-    for values in readers.read_batches(sess, fetch, files, parts["reader"]):
+    for values in readers.read_batches(sess, parts["fetch"], files, parts["reader"]):
       yield values
 
 
@@ -129,11 +139,13 @@ def run(opts):
     model_flags = config.load_model_flags(train_dir)
     if isinstance(opts, flags.FlagValues):
       config.check_passed_flags(model_flags, opts, train_dir)
-    source = model_utils.resolve_checkpoint(
-        opts.checkpoint_file or train_dir, "--checkpoint_file" if opts.checkpoint_file else "--train_dir")
+    graph, parts = _checkpoint_graph(opts, files, model_flags)
+    source = checkpoints.choose(opts.checkpoint_file or train_dir,
+                                "--checkpoint_file" if opts.checkpoint_file else "--train_dir",
+                                needed=parts["restored"])
     if opts.output_model_tgz:
       write_model_tgz(opts.output_model_tgz, source, train_dir)
-    batches = _batches_from_checkpoint(opts, files, model_flags, source)
+    batches = _batches_from_checkpoint(graph, parts, files, model_flags, source)
   tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(opts.output_file)))
   start, count = time.time(), 0
   with utils.atomic_output(opts.output_file) as tmp:

@@ -14,6 +14,7 @@ import os
 
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import layers
 import model_utils
@@ -38,8 +39,9 @@ UNCONVERGED_SHARE = 0.05
 
 def setup(opts, model_flags):
   """The run's Teacher (NO_TEACHER unless --model_type=kd). With --teacher_cache the cache's manifest
-  names the checkpoint and flags; a --teacher_checkpoint given as well must be the same. InputError
-  for a teacher that does not fit the run."""
+  names the checkpoint and flags; a --teacher_checkpoint given as well must be the same. A teacher
+  checkpoint is exactly the one named (a train_dir: its latest), read back whole: a damaged one is
+  refused, never replaced by an older one. InputError for a teacher that does not fit the run."""
   if model_flags["model_type"] != "kd":
     for flag in ("teacher_cache", "share_teacher_classifier"):
       if getattr(opts, flag):
@@ -60,16 +62,16 @@ def setup(opts, model_flags):
   if not opts.teacher_checkpoint and cache is None:
     raise InputError("--model_type=kd needs --teacher_checkpoint (a teacher train_dir or checkpoint)")
   if opts.teacher_checkpoint:
-    checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+    checkpoint = checkpoints.choose(opts.teacher_checkpoint, "--teacher_checkpoint", fallback=False)
     teacher_flags = config.load_model_flags(model_utils.train_dir_of(checkpoint))
     if cache is not None:
       cache.check_teacher(checkpoint, teacher_flags)
   else:
     checkpoint, teacher_flags = cache.teacher_checkpoint, cache.teacher_flags
     if opts.student_init_from_teacher or opts.share_teacher_classifier:
-      checkpoint = model_utils.resolve_checkpoint(
+      checkpoint = checkpoints.choose(
           checkpoint, "the checkpoint of --teacher_cache=%s (for --student_init_from_teacher or "
-          "--share_teacher_classifier)" % opts.teacher_cache)
+          "--share_teacher_classifier)" % opts.teacher_cache, fallback=False)
   if cache is not None and opts.pred_weight and opts.pred_loss == "kl" and not cache.has_logits:
     raise InputError("--pred_loss=kl needs the teacher's logits: %s was written with --cache_logits=False"
                      % cache.describe())

@@ -98,19 +98,6 @@ def scope_variables(scope):
   return [v for v in tf.global_variables() if v.op.name.startswith(scope + "/")]
 
 
-def resolve_checkpoint(path, flag_name):
-  """A checkpoint prefix from a checkpoint path or a train_dir (its latest); InputError if none."""
-  if tf.io.gfile.isdir(path):
-    latest = tf.train.latest_checkpoint(path)
-    if not latest:
-      raise InputError("%s=%s holds no checkpoint (model.ckpt-*)" % (flag_name, path))
-    return latest
-  if not tf.io.gfile.exists(path + ".index"):
-    raise InputError("%s=%s: no such checkpoint (expected a train_dir or a model.ckpt-STEP prefix)"
-                     % (flag_name, path))
-  return path
-
-
 def check_finite_predictions(predictions, video_ids, source):
   """InputError naming the checkpoint or SavedModel (`source`) if a prediction is NaN or infinite: a
   diverged model, whose scores would be meaningless."""
@@ -129,13 +116,9 @@ def train_dir_of(checkpoint_path):
 
 def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_name, rename=None):
   """{name in checkpoint: variable} mapping `graph_scope/x` to `checkpoint_scope/x` (or to
-  `checkpoint_scope/rename(x)`); raises one InputError listing every variable that is missing from
-  the checkpoint or has another shape."""
-  try:
-    reader_shapes = dict(tf.train.list_variables(checkpoint_path))
-  except (tf.errors.OpError, ValueError) as error:
-    raise InputError("%s=%s cannot be read as a checkpoint: %s"
-                     % (flag_name, checkpoint_path, str(error).splitlines()[0][:200]))
+  `checkpoint_scope/rename(x)`) for a checkpoint checkpoints.choose returned; raises one InputError
+  listing every variable that is missing from the checkpoint or has another shape."""
+  reader_shapes = dict(tf.train.list_variables(checkpoint_path))
   mapping, missing, mismatched = {}, [], []
   for var in variables:
     relative = var.op.name[len(graph_scope) + 1:]
@@ -159,11 +142,13 @@ def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_
 def build_evaluation_graph(model_flags, files, batch_size, num_readers=4):
   """Input pass (deterministic, every video once) + the run's model in inference mode + a Saver for
   its scope. Call inside a fresh graph; returns a dict with `batch`, `iterator_init`, `outputs`,
-  `saver`, `global_step` and `reader`."""
+  `saver`, `restored` (the checkpoint names the saver reads: checkpoints.choose's `needed`),
+  `global_step` and `reader`."""
   global_step = tf.train.get_or_create_global_step()
   reader = make_reader(model_flags)
   batch, iterator_init = reader.input_batch(files, batch_size, training=False, num_readers=num_readers)
   outputs = build_model(model_flags, batch["video_matrix"], batch["num_frames"], is_training=False)
-  saver = tf.train.Saver(scope_variables(config.role_scope(model_flags)) + [global_step])
-  return {"batch": batch, "iterator_init": iterator_init, "outputs": outputs, "saver": saver,
+  variables = scope_variables(config.role_scope(model_flags)) + [global_step]
+  return {"batch": batch, "iterator_init": iterator_init, "outputs": outputs,
+          "saver": tf.train.Saver(variables), "restored": [v.op.name for v in variables],
           "global_step": global_step, "reader": reader}

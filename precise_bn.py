@@ -30,6 +30,7 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import layers
 import model_utils
@@ -148,7 +149,7 @@ def run(opts):
     raise InputError("--output_dir is empty: expected the new train_dir to write")
   if not opts.teacher_checkpoint:
     raise InputError("--teacher_checkpoint is empty: expected the train_dir or checkpoint to recompute")
-  checkpoint = model_utils.resolve_checkpoint(opts.teacher_checkpoint, "--teacher_checkpoint")
+  checkpoint = checkpoints.choose(opts.teacher_checkpoint, "--teacher_checkpoint", fallback=False)
   return recompute(checkpoint, opts.input_data_pattern, opts.precise_bn_batches, opts.output_dir,
                    opts.batch_size, num_readers=opts.num_readers)
 

@@ -399,13 +399,6 @@ def _video_id(features):
   return "?"
 
 
-def _detail(message):
-  """The informative line of a TF error message (not "Graph execution error:", not the node)."""
-  lines = [line.strip() for line in message.splitlines()
-           if line.strip() and not line.strip().startswith("[[") and "Graph execution error" not in line]
-  return (lines[0] if lines else message.strip())[:300]
-
-
 def explain_data_error(error, files, reader=None):
   """Turns a TF error raised while reading into an InputError naming the file, the video and what was
   expected (with `reader`, a record TF cannot parse is found by reading its file again); None if the
@@ -427,7 +420,7 @@ def explain_data_error(error, files, reader=None):
       except tf.errors.DataLossError as e:
         return InputError("%s is corrupt (%s): expected an intact TFRecord file"
                           % (path, e.message.splitlines()[0][:200]))
-    return InputError("corrupt input record: %s" % _detail(message))
+    return InputError("corrupt input record: %s" % utils.error_line(message))
   if isinstance(error, tf.errors.InvalidArgumentError) and ("parse" in message.lower()
                                                             or "Feature" in message):
     named = re.search(r"Name: (.+?), |example id: (\S+)", message)
@@ -436,7 +429,7 @@ def explain_data_error(error, files, reader=None):
     if found is not None:
       return found
     return InputError("%scannot parse an input record (check --feature_names/--feature_sizes/"
-                      "--frame_features): %s" % (path + ": " if path else "", _detail(message)))
+                      "--frame_features): %s" % (path + ": " if path else "", utils.error_line(message)))
   return None
 
 

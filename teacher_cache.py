@@ -14,19 +14,20 @@ data. A serial frozen teacher runs in inference mode, so its outputs for a video
 float32 cache gives exactly the live teacher's distillation terms.
 """
 
-import json
 import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 import readers
+import utils
 from utils import InputError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
 OUTPUTS = ("predictions", "logits", "representation")
+MANIFEST_KEYS = ("teacher_checkpoint", "global_step", "teacher_model_flags", "sizes", "shards")
 
 
 def check_usable(opts):
@@ -69,11 +70,14 @@ class TeacherCache(object):
     if not tf.io.gfile.exists(path):
       raise InputError("%s=%s holds no %s: expected a directory written by cache_teacher.py"
                        % (flag_name, cache_dir, MANIFEST_FILE))
-    with tf.io.gfile.GFile(path) as f:
-      manifest = json.load(f)
+    manifest = utils.read_json(path, "the manifest cache_teacher.py writes")
     if manifest.get("format") != FORMAT_VERSION or manifest.get("dtype") not in DTYPES:
       raise InputError("%s: format %r, dtype %r: expected format %d written by cache_teacher.py"
                        % (path, manifest.get("format"), manifest.get("dtype"), FORMAT_VERSION))
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+      raise InputError("%s lacks %s: expected the manifest cache_teacher.py writes"
+                       % (path, ", ".join(missing)))
     self.cache_dir, self.flag_name, self.manifest = cache_dir, flag_name, manifest
     self.teacher_checkpoint = manifest["teacher_checkpoint"]
     self.teacher_flags = manifest["teacher_model_flags"]

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import eval_util
 import kd_losses
@@ -290,11 +291,16 @@ def _warn_if_strided_reads_padding(model_flags, files):
 
 
 def _check_train_dir(opts, chief):
-  latest = tf.train.latest_checkpoint(opts.train_dir) if tf.io.gfile.exists(opts.train_dir) else None
-  if opts.start_new_model and latest and chief:
+  """The checkpoint the chief resumes from: the newest intact one of train_dir (checkpoints.choose;
+  InputError if none is left), or None for a new model and on the other workers. --start_new_model
+  is refused where train_dir lists checkpoints. Changes nothing."""
+  listed = checkpoints.listed(opts.train_dir) if chief else []
+  if not listed:
+    return None
+  if opts.start_new_model:
     raise InputError("--train_dir=%s already holds %s: pass --start_new_model=False to resume it, or "
-                     "choose a new --train_dir (nothing is deleted)" % (opts.train_dir, latest))
-  return latest
+                     "choose a new --train_dir (nothing is deleted)" % (opts.train_dir, listed[-1]))
+  return checkpoints.choose(opts.train_dir, "--train_dir")
 
 
 def _batch_metrics(predictions, labels):
@@ -389,9 +395,9 @@ def build_graph(opts, model_flags, teacher, cluster):
 
 
 def open_session(opts, parts, cluster, latest):
-  """A session over the graph: initialised, restored from `latest` (the chief), continued from live
-  parameter servers (a restarted distributed chief) or waited for (other workers); the live teacher
-  restored. Returns (session, what the run resumes from)."""
+  """A session over the graph: initialised, restored from `latest` (the chief: the checkpoint
+  _check_train_dir chose), continued from live parameter servers (a restarted distributed chief) or
+  waited for (other workers); the live teacher restored. Returns (session, what the run resumes from)."""
   session_manager = tf.train.SessionManager(local_init_op=parts.local_init, ready_op=parts.ready,
                                             ready_for_local_init_op=parts.ready, graph=parts.graph,
                                             recovery_wait_secs=1)
@@ -406,8 +412,10 @@ def open_session(opts, parts, cluster, latest):
                                                     parts.fetch["global_step"], latest)
   if sess is None and cluster.chief:
     sess = session_manager.prepare_session(cluster.target, init_op=parts.global_init, saver=parts.saver,
-                                           checkpoint_dir=opts.train_dir if latest else None,
+                                           checkpoint_filename_with_path=latest,
                                            init_fn=parts.init_fn, config=session_config)
+    if latest:  # the retention (--keep_checkpoint_max) goes on counting the listed checkpoints
+      parts.saver.recover_last_checkpoints(checkpoints.listed(opts.train_dir))
   elif sess is None:
     sess = session_manager.wait_for_session(cluster.target, config=session_config)
   return sess, latest
@@ -465,6 +473,8 @@ def prepare(opts):
   lock = utils.DirLock(opts.train_dir).acquire() if cluster.chief else None
   try:
     if cluster.chief:
+      if latest:  # the damaged checkpoints passed over go out of the way of the new ones
+        checkpoints.set_aside(opts.train_dir, latest)
       config.write_model_flags(opts.train_dir, model_flags)
       kd_teacher.write_record(opts.train_dir, teacher)
     sess, resumed_from = open_session(opts, parts, cluster, latest)
@@ -507,6 +517,11 @@ class Diverged(InputError):
   """Training produced a non-finite loss or variable: it stops without saving."""
 
 
+class WriteFailed(InputError):
+  """A checkpoint could not be written (a full disk, ...): training stops; the message names the
+  newest intact checkpoint, which a rerun resumes from."""
+
+
 def _non_finite_term(losses):
   """Name and value of the first loss term (ce, pred, rep, regularization, ...) that is not finite."""
   for name in sorted(losses):
@@ -518,7 +533,8 @@ def _non_finite_term(losses):
 def train_loop(run):
   """Runs steps until max_steps, the end of the epochs or Ctrl-C/SIGTERM, then checkpoints. Stops
   without saving on a non-finite loss term or variable (Diverged): the newest checkpoint stays finite.
-  A data error (InputError) says what the checkpoint written on the way out covers."""
+  A failed checkpoint write (WriteFailed) stops it, naming the checkpoint a rerun resumes from. A data
+  error (InputError) says what the checkpoint written on the way out covers."""
   sess, opts, parts, chief = run.sess, run.opts, run.parts, run.cluster.chief
   fetch, saver, files, summary_op = parts.fetch, parts.saver, parts.files, parts.summary_op
   writer = tf.summary.FileWriter(opts.train_dir, sess.graph if chief else None) if chief else None
@@ -543,7 +559,15 @@ def train_loop(run):
       raise Diverged("training diverged: the update of global step %d made the model's variables "
                      "non-finite; nothing was saved (newest checkpoint: %s, the last finite one); "
                      "lower --base_learning_rate or --clip_gradient_norm" % (step, newest()))
-    saver.save(sess, checkpoint_path, global_step=step)
+    try:
+      saver.save(sess, checkpoint_path, global_step=step)
+    except (tf.errors.OpError, OSError) as error:
+      intact = checkpoints.newest_intact(opts.train_dir)[0]
+      raise WriteFailed("checkpoint write failed at global step %d (%s); %s" % (
+          step, utils.error_line(error),
+          "the newest intact checkpoint is %s: free space (or fix the cause) and rerun to resume from "
+          "it" % intact if intact else "there is no intact checkpoint to resume from: free space (or fix "
+          "the cause) and rerun to start anew"))
     tf.logging.info("Checkpoint %s-%d written.", checkpoint_path, step)
 
   reason, data_error = "the end of the training data (--num_epochs=%d)" % opts.num_epochs, None
@@ -586,7 +610,7 @@ def train_loop(run):
     pass
   except KeyboardInterrupt as interrupt:
     reason = "SIGTERM" if isinstance(interrupt, utils.Terminated) else "Ctrl-C"
-  except Diverged:
+  except (Diverged, WriteFailed):
     raise
   except tf.errors.OpError as error:
     data_error = readers.explain_data_error(error, files, parts.reader)

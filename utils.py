@@ -85,6 +85,17 @@ def read_json(path, expected):
   return value
 
 
+def error_line(error):
+  """The informative line of an error or error message, at most 300 characters: of a TensorFlow
+  error, the status after "Graph execution error:", the node and where it was defined (not the
+  [[node]] and Hint lines)."""
+  lines = [line.strip() for line in (getattr(error, "message", None) or str(error)).splitlines()]
+  nodes = [i for i, line in enumerate(lines) if line.startswith("Node: '")]
+  lines = [line for line in lines[nodes[-1] + 1 if nodes else 0:]
+           if line and not line.startswith(("[[", "Hint:")) and "Graph execution error" not in line]
+  return (lines[0] if lines else str(error).strip() or type(error).__name__)[:300]
+
+
 def lookup(table, name, flag_name):
   """table[name] for a registry {name: class} (models, classifiers, label losses); InputError naming
   the flag and the registered names otherwise."""

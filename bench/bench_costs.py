@@ -39,6 +39,7 @@ tf.disable_v2_behavior()
 
 import bench_readers  # noqa: E402
 import cache_teacher  # noqa: E402
+import checkpoints  # noqa: E402
 import config  # noqa: E402
 import inference  # noqa: E402
 import model_costs  # noqa: E402
@@ -163,8 +164,10 @@ def inference_rate(train_dir, files, batch, seconds):
   from the third batch on, for `seconds` or until the data ends."""
   opts = types.SimpleNamespace(train_dir=train_dir, checkpoint_file="", batch_size=batch, num_readers=4,
                                top_k=20)
-  batches = inference._batches_from_checkpoint(opts, files, config.load_model_flags(train_dir),
-                                               tf.train.latest_checkpoint(train_dir))
+  model_flags = config.load_model_flags(train_dir)
+  graph, parts = inference._checkpoint_graph(opts, files, model_flags)
+  batches = inference._batches_from_checkpoint(
+      graph, parts, files, model_flags, checkpoints.choose(train_dir, "--train_dir", needed=parts["restored"]))
   next(batches)
   next(batches)
   steady_start, videos = time.perf_counter(), 0
@@ -179,9 +182,9 @@ def inference_rate(train_dir, files, batch, seconds):
 
 def startup_phases(train_dir, files, batch):
   """Seconds of each start-up phase of evaluation/inference (what eval.Evaluator and inference.py do
-  before their first batch): file validation, graph build, session, restore, first batch."""
+  before their first batch): file validation, graph build, checkpoint check (checkpoints.choose reads
+  back every tensor the restore needs), session, restore, first batch."""
   model_flags = config.load_model_flags(train_dir)
-  checkpoint = model_utils.resolve_checkpoint(train_dir, "--train_dir")
   phases = {}
   phases["validate files"] = _timed(lambda: model_utils.make_reader(model_flags).validate_files(files))
   graph = tf.Graph()
@@ -189,6 +192,9 @@ def startup_phases(train_dir, files, batch):
     started = time.perf_counter()
     parts = model_utils.build_evaluation_graph(model_flags, files, batch)
     phases["graph build"] = time.perf_counter() - started - phases["validate files"]
+  started = time.perf_counter()
+  checkpoint = checkpoints.choose(train_dir, "--train_dir", needed=parts["restored"])
+  phases["check checkpoint"] = time.perf_counter() - started
   started = time.perf_counter()
   sess = tf.Session(graph=graph)
   phases["session"] = time.perf_counter() - started

@@ -39,6 +39,7 @@ sys.path.insert(0, ROOT)
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 
+import checkpoints  # noqa: E402
 import config  # noqa: E402
 import model_utils  # noqa: E402
 import utils  # noqa: E402
@@ -140,19 +141,16 @@ def import_checkpoint(checkpoint, output_dir, model_flags, prefix):
 
 
 def run(opts):
-  """Imports --checkpoint into --output_dir; returns the new checkpoint's path."""
+  """Imports --checkpoint (exactly the one named, or a directory's latest, read back whole: a damaged
+  one is refused) into --output_dir; returns the new checkpoint's path."""
   if not opts.checkpoint or not opts.output_dir:
     raise InputError("--checkpoint and --output_dir are required")
-  checkpoint = model_utils.resolve_checkpoint(opts.checkpoint, "--checkpoint")
+  checkpoint = checkpoints.choose(opts.checkpoint, "--checkpoint", fallback=False)
   if tf.io.gfile.exists(os.path.join(opts.output_dir, config.MODEL_FLAGS_FILE)) or (
       tf.io.gfile.isdir(opts.output_dir) and tf.train.latest_checkpoint(opts.output_dir)):
     raise InputError("--output_dir=%s already holds a run; choose a new directory (nothing is "
                      "overwritten)" % opts.output_dir)
-  try:
-    names = dict(tf.train.list_variables(checkpoint))
-  except (tf.errors.OpError, ValueError) as error:
-    raise InputError("--checkpoint=%s cannot be read as a checkpoint: %s"
-                     % (checkpoint, str(error).splitlines()[0][:200]))
+  names = dict(tf.train.list_variables(checkpoint))
   prefix = detect_prefix(names, opts.prefix, opts.checkpoint)
   model_flags = import_model_flags(names, prefix, opts)
   path = import_checkpoint(checkpoint, opts.output_dir, model_flags, prefix)

@@ -8,7 +8,6 @@ generated data set; the table is written to OUT_DIR/ablation.md and .csv.
 
 import argparse
 import csv
-import json
 import os
 import sys
 
@@ -37,8 +36,8 @@ def final_gap(train_dir):
   steps = eval_lib.evaluated_steps(train_dir)
   if not steps:
     raise utils.InputError("%s has no evaluated checkpoint: run the study first" % train_dir)
-  with open(os.path.join(train_dir, "eval", "metrics-%d.json" % max(steps))) as f:
-    return json.load(f)["gap"]
+  return utils.read_json(os.path.join(train_dir, "eval", "metrics-%d.json" % max(steps)),
+                         eval_lib.METRICS_EXPECTED)["gap"]
 
 
 def summarize(out_dir, configuration, names, ks, seeds):

@@ -18,7 +18,6 @@ variants, mse and kl, student-init-from-teacher, several seeds) and reports mean
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -183,9 +182,12 @@ def check_training_settings(args):
                                                    "batch_size", "model_flags", "learning_rate")}
   wanted["extra_flags"] = expand_flagfiles(args.extra_flags)
   if os.path.exists(path):
-    refuse_changes(wanted, json.load(open(path)), path)
+    refuse_changes(wanted, utils.read_json(path, "the settings run_study.py records"), path)
   else:
     utils.write_json_atomic(path, wanted)
+
+
+STATS_EXPECTED = "the statistics generate_synthetic_yt8m.py writes"
 
 
 def data_shape(args):
@@ -210,7 +212,7 @@ def ensure_data(args):
             "min_frames": min(args.min_frames, args.max_frames)}
   wanted.update(shape.describe())
   if os.path.exists(stats_path):
-    made = json.load(open(stats_path))["parameters"]
+    made = utils.read_json(stats_path, STATS_EXPECTED)["parameters"]
     refuse_changes(wanted, dict(made, data_seed=made["seed"], **made["constants"]), data_dir)
     log("data: reusing %s" % data_dir)
   else:
@@ -224,7 +226,7 @@ def ensure_data(args):
         evidence_strength=args.evidence_strength, min_frames=args.min_frames, shape=shape)
   return {"train": os.path.join(data_dir, "frame", "train", "train*.tfrecord"),
           "validate": os.path.join(data_dir, "frame", "validate", "validate*.tfrecord"),
-          "stats": json.load(open(stats_path))}
+          "stats": utils.read_json(stats_path, STATS_EXPECTED)}
 
 
 def common_flags(args, data, seed):
@@ -281,18 +283,17 @@ def teacher_dir(args, seed):
 
 
 def evaluate_all(name, train_dir, data):
-  """Evaluates every checkpoint of a run (once: results are cached as eval/metrics-STEP.json)."""
-  state = tf.train.get_checkpoint_state(train_dir)
-  done = eval_lib.evaluated_steps(train_dir)
-  pending = [p for p in state.all_model_checkpoint_paths if eval_lib.checkpoint_step(p) not in done]
+  """Evaluates every checkpoint of a run (once: results are cached as eval/metrics-STEP.json; a
+  damaged one is skipped with a warning, as eval.py does)."""
+  pending = eval_lib.pending(train_dir)
   if pending:
     evaluator = eval_lib.Evaluator(train_dir, data["validate"], batch_size=256, log_every_batches=1000)
-    for checkpoint in pending:
-      evaluator.evaluate(checkpoint)
+    eval_lib.evaluate_each(evaluator, pending, skipped=set())
     evaluator.sess.close()
   curve = []
   for step in sorted(eval_lib.evaluated_steps(train_dir)):
-    curve.append(json.load(open(os.path.join(train_dir, "eval", "metrics-%d.json" % step))))
+    curve.append(utils.read_json(os.path.join(train_dir, "eval", "metrics-%d.json" % step),
+                                 eval_lib.METRICS_EXPECTED))
   final = curve[-1]
   log("%s: GAP %.4f mAP %.4f Hit@1 %.4f PERR %.4f (step %d, %d videos)" % (
       name, final["gap"], final["map"], final["hit_at_one"], final["perr"], final["global_step"],

@@ -1,5 +1,5 @@
-"""Test set-up: graph-mode TF, the `slow` marker (make check leaves those tests out) and the shared data
-fixture; the helpers themselves are in helpers.py."""
+"""Test set-up: graph-mode TF, the `slow` marker (make check leaves those tests out), the shared data
+fixture and the TensorFlow log lines of a test; the helpers themselves are in helpers.py."""
 
 import logging
 

@@ -24,7 +24,7 @@ def test_bench_costs_small_measures_every_rate(tmp_path):
   for ratio in ("cached KD k=30 step / student k=30 step", "teacher training / matmul rate",
                 "inference k=30 / teacher videos/s", "inference k=6 / teacher videos/s"):
     assert any(line.startswith("| " + ratio + " | ") for line in table), ratio
-  for phase in ("validate files", "graph build", "session", "restore", "first batch"):
+  for phase in ("validate files", "graph build", "check checkpoint", "session", "restore", "first batch"):
     assert any(line.startswith("| %s | " % phase) for line in table), phase
   # Every family as a teacher (all 40 frames) and at k = 6 and 30: parameters, multiply-adds, ms/video.
   for family in ("NeXtVLADModel", "HierarchicalRnnModel", "NetVLADModelLF", "LstmModel", "DbofModel"):

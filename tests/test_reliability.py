@@ -2,7 +2,6 @@
 divergence, bad records anywhere in a shard, bad flags, two trainers on one train_dir, killed writers."""
 
 import csv
-import logging
 import os
 import re
 import subprocess
@@ -31,17 +30,6 @@ def small_run(frame_data, tmp_path_factory):
   train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=10",
                         "--export_model_steps=5"))
   return train_dir
-
-
-@pytest.fixture
-def tf_log():
-  """The lines TensorFlow logs during a test (its logger does not propagate to pytest's caplog)."""
-  lines = []
-  handler = logging.Handler()
-  handler.emit = lambda record: lines.append(record.getMessage())
-  tf.get_logger().addHandler(handler)
-  yield lines
-  tf.get_logger().removeHandler(handler)
 
 
 def _all_finite(checkpoint):
