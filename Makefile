@@ -17,11 +17,12 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) scripts/run_study.py $(ARGS)
 
+# Two pytest workers (pytest-xdist), one test file each at a time: most tests keep one core busy.
 test: venv
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests $(ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile tests $(ARGS)
 
 check: venv
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m "not slow" tests $(ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests $(ARGS)
 
 clean:
 	rm -rf $(VENV) out

@@ -94,7 +94,8 @@ def test_cache_shards_hold_the_teacher_outputs_in_record_order(frame_data, teach
     for (video_id, full), (_, half) in zip(records["float32"], records["float16"]):
       for name in teacher_cache.OUTPUTS:
         values = np.frombuffer(full[name], "<f4")
-        np.testing.assert_allclose(values, alone[video_id][name], rtol=1e-6, atol=1e-6)
+        # float32 sums in another batch composition round differently (seen: 2e-6 on a logit of 1.05).
+        np.testing.assert_allclose(values, alone[video_id][name], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(np.frombuffer(half[name], "<f2"), values.astype(np.float16))
   sizes = [os.path.getsize(teacher_cache.shard_path(caches[d], data_files[0])) for d in ("float32", "float16")]
   assert sizes[0] - sizes[1] >= 240 * 2 * (8 + 8 + 32), "float16 halves every stored vector"
@@ -212,8 +213,9 @@ def test_kd_from_cache_builds_no_teacher_and_reads_k_frames(frame_data, teacher_
   assert train.train_loop(run) == 6
   run.sess.close()
   recorded = json.load(open(str(train_dir / kd_teacher.RECORD_FILE)))
-  assert recorded == {"teacher_checkpoint": os.path.abspath(tf.train.latest_checkpoint(teacher_dir)),
-                      "teacher_cache": caches["float32"]}
+  teacher_checkpoint = os.path.abspath(tf.train.latest_checkpoint(teacher_dir))
+  assert recorded == {"teacher_checkpoint": teacher_checkpoint, "restored_checkpoint": teacher_checkpoint,
+                      "precise_bn": None, "teacher_cache": caches["float32"]}
   # Both flags, and a student started from the teacher's weights: the cache names that checkpoint.
   run = _prepare(train_args(frame_data, tmp_path / "init", "--model_type=kd", "--k_frame=4",
                             "--teacher_cache=" + caches["float16"], "--teacher_checkpoint=" + teacher_dir,
