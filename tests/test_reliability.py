@@ -143,7 +143,8 @@ def float_frames_record(video_id):
      r"s.tfrecord \(video float\): frame feature 'rgb' has no single byte string per frame, expected 8"),
     (b"\x0a\x03\x0a\x01\xff not a SequenceExample",
      r"s.tfrecord: record 5 cannot be parsed as a SequenceExample"),
-])
+], ids=["negative_label", "no_rgb", "short_frame", "float_frames", "not_a_record"])  # records serialize
+# their maps in no fixed order across processes: ids made from their bytes would differ between workers
 def test_a_bad_record_anywhere_in_a_shard_is_named(tmp_path, bad, expected):
   path = write_records(str(tmp_path / "s.tfrecord"), [frame_record(*v) for v in GOOD] + [bad])
   reader = readers.YT8MFrameFeatureReader(10, ["rgb", "audio"], [8, 4])
