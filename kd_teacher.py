@@ -98,9 +98,10 @@ def setup(opts, model_flags):
 def _check_cache_statistics(cache, precise_bn_batches):
   """A cache holds the teacher it was written with: --precise_bn_batches must agree with it."""
   cached = cache.precise_bn["batches"] if cache.precise_bn else 0
-  if precise_bn_batches and precise_bn_batches != cached and not (
-      tf.io.gfile.exists(cache.teacher_checkpoint + ".index")
-      and not precise_bn.applies(cache.teacher_checkpoint)):
+  # A teacher without batch norm has nothing to recompute; one whose checkpoint is not here is assumed to.
+  readable = tf.io.gfile.exists(cache.teacher_checkpoint + ".index")
+  has_statistics = not readable or precise_bn.applies(cache.teacher_checkpoint)
+  if precise_bn_batches and precise_bn_batches != cached and has_statistics:
     raise InputError("--precise_bn_batches=%d but %s was written with %s; write the cache with "
                      "cache_teacher.py --precise_bn_batches=%d" % (
                          precise_bn_batches, cache.describe(),
