@@ -1,6 +1,7 @@
 """The few layers the models need, on tf.get_variable: dense, batch norm (moving averages updated
 through UPDATE_OPS in training, used at inference) and dropout, and the weight initialisers."""
 
+import collections
 import math
 
 import tensorflow.compat.v1 as tf
@@ -10,16 +11,19 @@ from utils import InputError
 WEIGHT_INITS = ("slim", "glorot")
 # --batchnorm_variance: what a layer's moving variance moves towards (see batch_norm's `unbiased`).
 BATCHNORM_VARIANCE = ("seed", "biased")
-# Graph collection of every training-mode batch norm's BatchNormStatistics (precise_bn.py reads it).
-BATCH_NORM_STATISTICS = "batch_norm_statistics"
+# One training-mode batch norm: its moving variables and this batch's mean and (biased) variance.
+BatchNormStatistics = collections.namedtuple("BatchNormStatistics",
+                                             "moving_mean moving_variance mean variance")
+# Each field of every training-mode batch norm goes to its own graph collection (of variables or
+# tensors, which a checkpoint's meta graph can store; precise_bn.py reads them back).
+_STATISTICS_COLLECTIONS = tuple("batch_norm_statistics/" + field for field in BatchNormStatistics._fields)
 
 
-class BatchNormStatistics(object):
-  """One training-mode batch norm: its moving variables and this batch's mean and (biased) variance."""
-
-  def __init__(self, moving_mean, moving_variance, mean, variance):
-    self.moving_mean, self.moving_variance = moving_mean, moving_variance
-    self.mean, self.variance = mean, variance
+def batch_norm_statistics(graph=None):
+  """[BatchNormStatistics] of every training-mode batch norm built in `graph` (the default graph)."""
+  graph = graph or tf.get_default_graph()
+  return [BatchNormStatistics(*fields)
+          for fields in zip(*(graph.get_collection(key) for key in _STATISTICS_COLLECTIONS))]
 
 
 class SlimVarianceScaling(object):
@@ -104,8 +108,8 @@ def batch_norm(inputs, is_training, scope="batch_norm", decay=0.999, epsilon=1e-
         else:
           rows = tf.reduce_sum(tf.cast(mask, tf.float32))
         target_variance = variance * rows / tf.maximum(rows - 1.0, 1.0)
-      tf.add_to_collection(BATCH_NORM_STATISTICS,
-                           BatchNormStatistics(moving_mean, moving_variance, mean, variance))
+      for key, value in zip(_STATISTICS_COLLECTIONS, (moving_mean, moving_variance, mean, variance)):
+        tf.add_to_collection(key, value)
       for moving, value in ((moving_mean, mean), (moving_variance, target_variance)):
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS,
                              tf.assign_sub(moving, (1.0 - decay) * (moving - value)))

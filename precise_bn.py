@@ -71,7 +71,7 @@ def _statistics_graph(model_flags, files, batch_size, seed, num_readers, shuffle
                                    shuffle_buffer=SHUFFLE_BUFFER, seed=seed)
   model_utils.build_model(dict(model_flags, drop_rate=0.0), batch["video_matrix"], batch["num_frames"],
                           is_training=True)
-  statistics = tf.get_collection(layers.BATCH_NORM_STATISTICS)
+  statistics = layers.batch_norm_statistics()
   if not statistics:
     raise InputError("--model=%s has no batch norm: there are no statistics to recompute"
                      % model_flags["model"])

@@ -3,6 +3,7 @@ fixture and the TensorFlow log lines of a test; the helpers themselves are in he
 
 import logging
 
+import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
@@ -14,6 +15,15 @@ tf.disable_v2_behavior()
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a full-size graph, a training loop or a fresh interpreter "
                                      "(make check leaves these out; make test runs everything)")
+
+
+def pytest_collection_modifyitems(items):
+  """Files with the most slow tests first (a stable sort): with two pytest-xdist workers taking one file
+  at a time, the longest files then start early instead of running alone at the end."""
+  slow = {}
+  for item in items:
+    slow[item.fspath] = slow.get(item.fspath, 0) + (item.get_closest_marker("slow") is not None)
+  items.sort(key=lambda item: -slow[item.fspath])
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +38,20 @@ def frame_data(tmp_path_factory):
   return {"root": root, "train": str(root / "train*.tfrecord"),
           "validate": str(root / "validate*.tfrecord"), "train_videos": train,
           "validate_videos": validate, "num_classes": 8, "feature_sizes": "16,4"}
+
+
+@pytest.fixture(scope="session")
+def full_size_data(tmp_path_factory):
+  """The seed's full feature sizes: 80 videos with real feature sizes (1024 + 128), 20-60 frames, 3862 classes."""
+  root = tmp_path_factory.mktemp("seed_data")
+  rng = np.random.RandomState(0)
+  records = []
+  for i in range(80):
+    n = rng.randint(20, 61)
+    records.append(frame_record("s%03d" % i, sorted(rng.choice(3862, 3, replace=False).tolist()),
+                                {"rgb": rng.randint(0, 256, (n, 1024)), "audio": rng.randint(0, 256, (n, 128))}))
+  write_records(str(root / "train0000.tfrecord"), records)
+  return str(root / "train*.tfrecord")
 
 
 @pytest.fixture
