@@ -34,7 +34,7 @@ MODEL_FLAG_NAMES = (
     "model_type", "model", "frame_features", "feature_names", "feature_sizes", "num_classes",
     "max_frames", "k_frame", "frame_sampling", "video_level_classifier_model", "groups",
     "nextvlad_cluster_size", "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate",
-    "l2_penalty", "moe_num_mixtures", "input_preprocessing", "eigenvals_path", "label_loss",
+    "l2_penalty", "moe_num_mixtures", "moe_prob_gating", "input_preprocessing", "eigenvals_path", "label_loss",
     "weight_init", "batchnorm_decay", "bn_mask_padding", "batchnorm_variance", "gradient_clipping",
     "kd_regularization", "kd_teacher_is_training", "mix_number", "cl_temperature", "cl_lambda",
     "hrnn_block_frames", "hrnn_student_block_frames", "hrnn_cells", "hrnn_layers", "hrnn_representation",
@@ -51,7 +51,8 @@ LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask
                       "hrnn_representation": "state", "netvlad_cluster_size": 256,
                       "netvlad_hidden_size": 1024, "gating": True, "lightvlad": False, "lstm_cells": 1024,
                       "lstm_layers": 2, "iterations": 30, "dbof_cluster_size": 8192, "dbof_hidden_size": 1024,
-                      "dbof_pooling_method": "max", "dbof_add_batch_norm": True, "rep_projection": False}
+                      "dbof_pooling_method": "max", "dbof_add_batch_norm": True, "rep_projection": False,
+                      "moe_prob_gating": False}
 
 
 def _finite(value):
@@ -102,6 +103,8 @@ define_float("drop_rate", 0.5, "Dropout rate before the hidden layer.", lambda v
              "a rate in [0, 1)")
 define_float("l2_penalty", 1e-5, "L2 penalty of the classifier weights.", lambda v: v >= 0, "0 or more")
 flags.DEFINE_integer("moe_num_mixtures", 2, "Experts of MoeModel.", lower_bound=1)
+flags.DEFINE_bool("moe_prob_gating", False, "MoeModel: gate its class probabilities by their own context, "
+                  "p * sigmoid(BN(p W)) (WILLOW's probability gating; video_level_models.MoeModel).")
 _enum("input_preprocessing", "default", ("default",) + frame_level_models.PREPROCESSING,
       "default (the model's own: whiten for the NeXtVLAD models and FrameLevelLogisticModel, l2 for "
       "the others; model_flags.json records the value it stands for), whiten (the seed's NeXtVLAD "

@@ -121,13 +121,14 @@ class FrameModel(models.BaseModel):
 
   def __init__(self, feature_sizes=(1024, 128), input_preprocessing="l2", eigenvals_path="",
                video_level_classifier_model="LogisticModel", l2_penalty=1e-5, moe_num_mixtures=2,
-               batchnorm_decay=0.999, **unused_hparams):
+               moe_prob_gating=False, batchnorm_decay=0.999, **unused_hparams):
     check_preprocessing(input_preprocessing)
     self.feature_sizes = [int(size) for size in feature_sizes]
     self.input_preprocessing, self.eigenvals_path = input_preprocessing, eigenvals_path
     self.batchnorm_decay = float(batchnorm_decay)
     self.classifier = video_level_models.get_classifier(
-        video_level_classifier_model, l2_penalty=l2_penalty, moe_num_mixtures=moe_num_mixtures)
+        video_level_classifier_model, l2_penalty=l2_penalty, moe_num_mixtures=moe_num_mixtures,
+        moe_prob_gating=moe_prob_gating, batchnorm_decay=batchnorm_decay)
 
   def _frames(self, model_input, num_frames):
     frames = preprocess(model_input, self.input_preprocessing, self.feature_sizes, self.eigenvals_path)

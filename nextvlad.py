@@ -85,7 +85,7 @@ class NeXtVLADModel(models.BaseModel):
   def __init__(self, feature_sizes=(1024, 128), groups=8, nextvlad_cluster_size=128,
                nextvlad_hidden_size=2048, expansion=2, gating_reduction=8, drop_rate=0.5,
                video_level_classifier_model="LogisticModel", l2_penalty=1e-5, moe_num_mixtures=2,
-               input_preprocessing="whiten", eigenvals_path="", weight_init="slim",
+               moe_prob_gating=False, input_preprocessing="whiten", eigenvals_path="", weight_init="slim",
                batchnorm_decay=0.999, bn_mask_padding=False, batchnorm_variance="seed",
                **unused_hparams):
     self.feature_sizes = [int(size) for size in feature_sizes]
@@ -111,7 +111,8 @@ class NeXtVLADModel(models.BaseModel):
     # variance with the unbiased batch variance; its other batch norms pass fused=False.
     self.fused_unbiased = batchnorm_variance == "seed"
     self.classifier = video_level_models.get_classifier(
-        video_level_classifier_model, l2_penalty=l2_penalty, moe_num_mixtures=moe_num_mixtures)
+        video_level_classifier_model, l2_penalty=l2_penalty, moe_num_mixtures=moe_num_mixtures,
+        moe_prob_gating=moe_prob_gating, batchnorm_decay=batchnorm_decay)
     frame_level_models.check_preprocessing(input_preprocessing)
     self._check()
 

@@ -245,6 +245,40 @@ def test_video_level_models():
   np.testing.assert_allclose(got_moe["logits"], np.log(p / (1 - p)), rtol=1e-4, atol=1e-5)
 
 
+def test_moe_probability_gating_matches_numpy():
+  """--moe_prob_gating in inference mode: p' = p * sigmoid(BN(p W)) with the moving statistics, its
+  exact logits, the C x C gating weights in the cost and the flag recorded in the classifier."""
+  rng = np.random.RandomState(5)
+  x = rng.randn(3, 6).astype(np.float32)
+  with tf.Graph().as_default():
+    moe = model_utils.get_model("MoeModel", moe_num_mixtures=2, moe_prob_gating=True)
+    out = moe.create_model(tf.constant(x), 4, is_training=False)
+    with tf.Session() as sess:
+      sess.run(tf.global_variables_initializer())
+      variables = {v.op.name: v for v in tf.global_variables()}
+      statistics = {"gating_prob/batch_norm/" + name: rng.uniform(low, high, 4).astype(np.float32)
+                    for name, low, high in (("moving_mean", -0.5, 0.5), ("moving_variance", 0.5, 2.0),
+                                            ("beta", -0.5, 0.5), ("gamma", 0.5, 1.5))}
+      for name, value in statistics.items():
+        variables[name].load(value, sess)
+      values = sess.run({name: variables[name] for name in
+                         ("gates/weights", "experts/weights", "experts/biases", "gating_prob/weights")})
+      got = sess.run(out)
+  assert sorted(variables) == sorted(["experts/biases", "experts/weights", "gates/weights",
+                                      "gating_prob/weights"] + list(statistics))
+  gate = np.exp((x @ values["gates/weights"]).reshape(3, 4, 3))
+  gate /= gate.sum(axis=2, keepdims=True)
+  p = np.sum(gate[:, :, :2] * _sigmoid((x @ values["experts/weights"] + values["experts/biases"])
+                                       .reshape(3, 4, 2)), axis=2)
+  z = p @ values["gating_prob/weights"]
+  bn = lambda name: statistics["gating_prob/batch_norm/" + name]
+  z = (z - bn("moving_mean")) / np.sqrt(bn("moving_variance") + 1e-3) * bn("gamma") + bn("beta")
+  gated = p * _sigmoid(z)
+  np.testing.assert_allclose(got["predictions"], gated, rtol=1e-5)
+  np.testing.assert_allclose(got["logits"], np.log(gated / (1 - gated)), rtol=1e-4, atol=1e-5)
+  assert moe.macs(6, 4) == 6 * 4 * 5 + 4 * 4
+
+
 def test_registries_reject_unknown_names():
   with pytest.raises(InputError, match="--model='Nope'.*DbofModel, FrameLevelLogisticModel, "
                                        "HierarchicalRnnModel, LogisticModel, LstmModel, MixNeXtVladModel, "
