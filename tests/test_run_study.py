@@ -152,3 +152,22 @@ def test_the_study_runs_any_family():
   assert args.model_flags == "--model=HierarchicalRnnModel " + run_study.FAMILY_FLAGS["HierarchicalRnnModel"]
   args = run_study.parse_args(["--model=LstmModel", "--model_flags=--lstm_cells=8"])
   assert args.model_flags == "--model=LstmModel --lstm_cells=8"
+
+
+@pytest.mark.slow
+def test_a_family_study_runs_end_to_end(tmp_path):
+  """The README's per-family command: an H-RNN teacher, its uniform-k and KD students, in a fresh
+  interpreter; every run's model_flags.json names the family."""
+  out_dir = str(tmp_path / "hrnn")
+  tiny = [a for a in TINY if not a.startswith("--model_flags")]
+  run_ok("scripts/run_study.py", "--out_dir=" + out_dir, "--model=HierarchicalRnnModel", "--variants=uniform,kd",
+         "--model_flags=--hrnn_cells=8 --hrnn_layers=1 --hrnn_block_frames=6 --hrnn_student_block_frames=3",
+         *tiny)
+  rows = read_csv(os.path.join(out_dir, "results.csv"))
+  assert [row[0] for row in rows[1:]] == [
+      "teacher (all frames)", "uniform-k student", "KD student (serial, L_rep+L_pred+L_CE)"]
+  assert all(0.0 <= float(value) <= 1.0 for row in rows[1:] for value in row[1:])
+  for run in ("teacher_seed0", "uniform_k3_seed0", "kd_k3_seed0"):
+    recorded = json.load(open(os.path.join(out_dir, "runs", run, "model_flags.json")))
+    assert recorded["model"] == "HierarchicalRnnModel" and recorded["hrnn_cells"] == 8
+
