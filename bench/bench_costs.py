@@ -171,7 +171,7 @@ def inference_rate(train_dir, files, batch, seconds):
   next(batches)
   next(batches)
   steady_start, videos = time.perf_counter(), 0
-  for video_ids, _, _, _ in batches:
+  for video_ids, _, _, _, _, _ in batches:
     videos += len(video_ids)
     if time.perf_counter() - steady_start >= seconds:
       break
