@@ -251,6 +251,10 @@ flags.DEFINE_string("train_dir", "/tmp/yt8m_model/",
                     "inference.py and export_model.py read it).")
 flags.DEFINE_string("checkpoint_file", "", "A checkpoint of --train_dir (default: the latest).")
 flags.DEFINE_string("teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir.")
+flags.DEFINE_string("teacher_cache", "",
+                    "Serial kd: read the teacher's outputs from this cache_teacher.py directory instead "
+                    "of running the teacher (--teacher_checkpoint, if given, must be the cached one); "
+                    "early_exit.py: the teacher agreement targets of the exit gate.")
 flags.DEFINE_string("input_data_pattern", "", "Glob(s) of the shards to read, comma-separated.")
 flags.DEFINE_string("output_dir", "", "The new train_dir a program writes (import_checkpoint.py, precise_bn.py).")
 flags.DEFINE_integer("precise_bn_batches", 0,

@@ -32,17 +32,16 @@ stage's cross-entropy to the labels (summed over classes) <= β·exp(s/2), s = 1
 RUN/exit_gate.json, which --exit_rule=gate reads.
 """
 
-import json
 import os
 import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import config
 import frame_level_models
 import model_utils
-import nextvlad
 import readers
 import teacher_cache as teacher_cache_lib
 import utils
@@ -232,3 +231,87 @@ def describe(summary):
       summary["frames_read_mean"], summary["frames_read_median"],
       " ".join("%s:%d" % item for item in summary["frames_read_histogram"].items()),
       summary["macs_per_video"])
+
+
+# -- the exit gate: fitted after the student ----------------------------------------------------------
+def gate_targets(target, beta, stage, probabilities, labels=None, teacher=None):
+  """[A] float 1/0 targets of stage `stage` (0-based): teacher, Σ_c (p_c - t_c)^2 <= β; frameexit,
+  Σ_c BCE(p_c, y_c) <= β·exp((stage + 1) / 2)."""
+  if target == "teacher":
+    return tf.cast(tf.reduce_sum(tf.square(probabilities - teacher), axis=1) <= beta, tf.float32)
+  p = tf.clip_by_value(probabilities, EPSILON, 1 - EPSILON)
+  loss = -tf.reduce_sum(labels * tf.log(p) + (1 - labels) * tf.log(1 - p), axis=1)
+  return tf.cast(loss <= beta * np.exp((stage + 1) / 2.0), tf.float32)
+
+
+def fit_logistic(features, targets, l2=1e-3, iterations=50):
+  """(weights [F], bias) of the L2-regularised logistic regression of targets [N] (0/1) on features
+  [N, F], by Newton's method."""
+  x = np.concatenate([np.asarray(features, np.float64), np.ones([len(features), 1])], axis=1)
+  y = np.asarray(targets, np.float64)
+  theta = np.zeros(x.shape[1])
+  penalty = l2 * np.eye(x.shape[1])
+  penalty[-1, -1] = 0.0
+  for _ in range(iterations):
+    p = 1 / (1 + np.exp(-x @ theta))
+    gradient = x.T @ (p - y) / len(y) + penalty @ theta
+    hessian = (x * (p * (1 - p))[:, None]).T @ x / len(y) + penalty + 1e-9 * np.eye(x.shape[1])
+    theta -= np.linalg.solve(hessian, gradient)
+  return theta[:-1].tolist(), float(theta[-1])
+
+
+def fit_gate(opts):
+  """Fits the exit gate of --train_dir on --gate_batches batches of --input_data_pattern (every stage
+  of every video, --gate_target) and writes train_dir/exit_gate.json; returns its content."""
+  model_flags = config.run_model_flags(opts.train_dir, opts)
+  stages = config.int_list(opts.exit_stages, "exit_stages") or model_flags["k_frame_choices"]
+  staged = Staged(model_flags, stages)
+  files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
+  if opts.gate_target == "teacher" and not opts.teacher_cache:
+    raise InputError("--gate_target=teacher: expected --teacher_cache (the cache_teacher.py directory "
+                     "of the training shards)")
+  cache = teacher_cache_lib.TeacherCache(opts.teacher_cache) if opts.gate_target == "teacher" else None
+  graph = tf.Graph()
+  with graph.as_default():
+    reader = staged.reader()
+    batch, iterator_init = reader.input_batch(files, opts.batch_size, training=False,
+                                              num_readers=opts.num_readers, teacher_cache=cache)
+    previous, fetch = None, {"features": [], "targets": []}
+    for s, (_, outputs, _) in enumerate(staged.stage_outputs(batch["video_matrix"], batch["num_frames"],
+                                                               decide=False)):
+      probabilities = outputs["predictions"]
+      fetch["features"].append(stage_features(probabilities, previous))
+      fetch["targets"].append(gate_targets(opts.gate_target, opts.gate_beta, s, probabilities,
+                                           batch["labels"], batch.get("teacher_predictions")))
+      previous = probabilities
+    variables = model_utils.scope_variables(config.role_scope(model_flags))
+    saver = tf.train.Saver(variables)
+  checkpoint = checkpoints.choose(opts.checkpoint_file or opts.train_dir,
+                                  "--checkpoint_file" if opts.checkpoint_file else "--train_dir",
+                                  needed=[v.op.name for v in variables])
+  features, targets = [], []
+  with tf.Session(graph=graph) as sess:
+    saver.restore(sess, checkpoint)
+    sess.run(iterator_init)
+    for values in readers.read_batches(sess, fetch, files, reader):
+      features.append(np.stack(values["features"], axis=1))                  # [B, S, 3]
+      targets.append(np.stack(values["targets"], axis=1))                    # [B, S]
+      if len(features) >= opts.gate_batches:
+        break
+  features, targets = np.concatenate(features), np.concatenate(targets)
+  fitted = [fit_logistic(features[:, s], targets[:, s]) for s in range(len(stages))]
+  gate = {"stages": stages, "features": list(GATE_FEATURES), "weights": [w for w, _ in fitted],
+          "biases": [b for _, b in fitted], "target": opts.gate_target, "beta": opts.gate_beta,
+          "checkpoint": checkpoint, "videos": len(targets),
+          "target_rate": targets.mean(axis=0).tolist()}
+  utils.write_json_atomic(os.path.join(opts.train_dir, GATE_FILE), gate)
+  tf.logging.info("Exit gate of %s on %d videos (targets %s: share 1 per stage %s) written to %s.",
+                  checkpoint, len(targets), opts.gate_target,
+                  " ".join("%.2f" % r for r in gate["target_rate"]), os.path.join(opts.train_dir, GATE_FILE))
+  return gate
+
+
+main = utils.flag_program(fit_gate)
+
+if __name__ == "__main__":
+  utils.run_cli(main, sys.argv)
