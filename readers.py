@@ -236,12 +236,12 @@ class _BaseReader(object):
     if teacher_cache is None:
       files_ds = tf.data.Dataset.from_tensor_slices(list(files))
       read_file = lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r))
-      parse = lambda f, r, k=None: self.parse_record(f, r, training, k)
+      parse = lambda f, r, *k: self.parse_record(f, r, training, *k)   # k: an any-k batch's draw
     else:
       files_ds = tf.data.Dataset.from_tensor_slices((list(files), [teacher_cache.path_for(f) for f in files]))
       read_file = lambda f, c: tf.data.Dataset.zip(
           (tf.data.TFRecordDataset(f), tf.data.TFRecordDataset(c))).map(lambda r, cr: (f, r, cr))
-      parse = lambda f, r, cr, k=None: self._parse_with_cache(f, r, cr, training, teacher_cache, k)
+      parse = lambda f, r, cr, *k: self._parse_with_cache(f, r, cr, training, teacher_cache, *k)
     # The dataset functions are plain graph code: skipping AutoGraph's source conversion of them
     # (parse_record and what it calls) saves seconds of every graph build (bench/bench_costs.py).
     read_file, parse = tf.autograph.experimental.do_not_convert(read_file), \
