@@ -66,6 +66,22 @@ def test_nested_reader_reads_uniform_frames_in_nested_order(tmp_path):
     assert not values["video_matrix"][row, len(expected):].any()
 
 
+def test_a_drawn_k_samples_as_a_fixed_k():
+  """sample_frame_indices with k a tensor (an any-k batch's draw) gives the positions of that k fixed."""
+  methods = [m for m in readers.FRAME_SAMPLING_METHODS if m != "random"]
+  with tf.Graph().as_default():
+    n, k = tf.placeholder(tf.int32, []), tf.placeholder(tf.int32, [])
+    drawn = {m: readers.sample_frame_indices(n, k, m, 60) for m in methods}
+    with tf.Session() as sess:
+      for frames in (0, 5, 29, 60):
+        for fixed in (1, 3, 7, 20):
+          got = sess.run(drawn, {n: frames, k: fixed})
+          for method in methods:
+            indices, count = got[method]
+            expected = reference_indices(frames, fixed, method, 60)
+            assert indices[:count].tolist() == expected and count == len(expected), (method, frames, fixed)
+
+
 def test_any_k_reader_draws_one_k_per_batch(tmp_path):
   """Training batches of an any-k reader have k frames, k one of the choices, several of them over the
   batches, each video's frames by the sampling rule at that batch's k."""
