@@ -62,12 +62,13 @@ def parse_args(argv=None):
 
 
 def evaluate_final(train_dir, data, model_flags=None, staged=None):
-  """Metrics of the run's latest checkpoint (read back if this setting was evaluated already)."""
+  """Metrics of the run's latest checkpoint (read back if this setting was evaluated already; a gate
+  is evaluated anew, since a gate fitted again writes to the same folder)."""
   recorded = config.load_model_flags(train_dir)
   checkpoint = tf.train.latest_checkpoint(train_dir)
   path = os.path.join(train_dir, early_exit.eval_folder(recorded, model_flags or recorded, staged),
                       "metrics-%d.json" % int(checkpoint.rsplit("-", 1)[1]))
-  if os.path.exists(path):
+  if os.path.exists(path) and not (staged and staged.rule == "gate"):
     return utils.read_json(path, eval_lib.METRICS_EXPECTED)
   evaluator = eval_lib.Evaluator(train_dir, data["validate"], batch_size=256, log_every_batches=1000,
                                  model_flags=model_flags, staged=staged)
@@ -78,10 +79,12 @@ def evaluate_final(train_dir, data, model_flags=None, staged=None):
 
 
 def fit_gate(args, data, train_dir, cache, stages):
-  """The run's exit gate (teacher agreement), fitted once per checkpoint."""
+  """The run's exit gate (teacher agreement), fitted once per checkpoint and --gate_beta."""
   path = os.path.join(train_dir, early_exit.GATE_FILE)
-  checkpoint = tf.train.latest_checkpoint(train_dir)
-  if os.path.exists(path) and utils.read_json(path, "the exit gate")["checkpoint"] == checkpoint:
+  wanted = {"checkpoint": tf.train.latest_checkpoint(train_dir), "beta": args.gate_beta, "stages": stages,
+            "target": "teacher"}
+  if os.path.exists(path) and all(utils.read_json(path, "the exit gate").get(key) == value
+                                  for key, value in wanted.items()):
     return
   early_exit.main(["early_exit.py", "--train_dir=" + train_dir, "--input_data_pattern=" + data["train"],
                    "--teacher_cache=" + cache, "--gate_target=teacher", "--gate_beta=%g" % args.gate_beta,
@@ -156,13 +159,14 @@ def plot(out_dir, points):
   for (model, setting), values in points.items():
     kind = model if setting.startswith(("k=", "all")) else "%s, %s" % (model, setting.split()[0])
     series.setdefault(kind, []).append(np.mean(np.asarray(values), axis=0))
+  colours = dict(zip(sorted(series), plt.cm.tab20(np.linspace(0, 1, 20))))
   fig, axes = plt.subplots(1, 2, figsize=(13, 5))
   for ax, column, xlabel in ((axes[0], 1, "frames read per video (mean)"),
                              (axes[1], 3, "multiply-adds per video (log scale)")):
     for kind, values in sorted(series.items()):
       values = sorted(values, key=lambda v: v[column])
       ax.plot([v[column] for v in values], [v[0] for v in values], marker="o", ms=4, label=kind,
-              linestyle="--" if "," in kind else "-")
+              linestyle="--" if "," in kind else "-", color=colours[kind])
     if column == 3:
       ax.set_xscale("log")
     run_study._finish(ax, "GAP against %s" % xlabel.split(" (")[0], xlabel, legend=column == 1)
