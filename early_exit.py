@@ -3,7 +3,8 @@ rule holds; the exit gate's training (run as a program).
 
 Stages n_1 < ... < n_S (--exit_stages, default the run's --k_frame_choices): stage s reads the first
 n_s frames of one nested order of the video's frames, the uniform-n_S frames (all n when n <= n_S) in
-readers.nested_order (coarse to fine: the middle, the ends, then the midpoints of the widest gaps).
+readers.nested_order: each stage's frames as close to its own uniform-n_s frames as nesting allows
+(exactly those when n_s divides n_S and the earlier stages' frames are among them: 6 of 30).
 NeXtVLAD's aggregation is a sum over frames, so stage s only runs the per-frame layers on its
 n_s - n_{s-1} new frames and adds their sums to those of the stages before (nextvlad.nextvlad_sums);
 the head (L2 normalisation, batch norms, hidden, gating, classifier) runs once per stage. In inference
@@ -127,8 +128,7 @@ class Staged(object):
 
   def reader(self):
     """The run's reader of the last stage's n_S frames in nested order."""
-    return model_utils.make_reader(self.model_flags, k_frame=self.stages[-1],
-                                   frame_sampling=readers.NESTED)
+    return model_utils.make_reader(self.model_flags, nested_stages=self.stages)
 
   def stage_outputs(self, video_matrix, num_frames, decide=True):
     """Per stage: (batch indices of the videos it ran on, its outputs dict, [A] bool: they exit).

@@ -61,14 +61,16 @@ def macs(model_flags, frames=None):
   return model.macs(frames or model_flags["max_frames"], model_flags["num_classes"])
 
 
-def make_reader(model_flags, also_full_frames=False, seed=None, k_frame=None, frame_sampling=None):
+def make_reader(model_flags, also_full_frames=False, seed=None, nested_stages=None):
   """The reader for this run's model: all frames for a teacher, k sampled frames for a student (in
-  training an any-k student's k is drawn per batch); `k_frame` and `frame_sampling` replace the run's."""
+  training an any-k student's k is drawn per batch); with `nested_stages` (early exit) the last
+  stage's uniform frames in readers.nested_order instead."""
+  k, sampling = ((nested_stages[-1], readers.NESTED) if nested_stages else
+                 (config.frames_read(model_flags), model_flags["frame_sampling"]))
   return readers.get_reader(
       model_flags["frame_features"], model_flags["num_classes"], model_flags["feature_names"],
-      model_flags["feature_sizes"], model_flags["max_frames"], k_frame or config.frames_read(model_flags),
-      frame_sampling or model_flags["frame_sampling"], also_full_frames, seed,
-      model_flags.get("k_frame_choices", ()))
+      model_flags["feature_sizes"], model_flags["max_frames"], k, sampling, also_full_frames, seed,
+      model_flags.get("k_frame_choices", ()), nested_stages or ())
 
 
 def build_model(model_flags, model_input, num_frames, is_training, scope=None):

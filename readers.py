@@ -26,7 +26,8 @@ from utils import InputError
 FRAME_SAMPLING_METHODS = ("uniform", "random", "first", "middle", "last", "first_middle_last",
                           "strided")
 # Not a --frame_sampling choice: the staged reads of early exit (early_exit.py), the uniform-k frames in
-# a coarse-to-fine order (nested_order), so that every prefix is spread over the video.
+# an order whose prefix at each stage is as close to that stage's uniform frames as nesting allows
+# (nested_order).
 NESTED = "nested"
 ERROR_MARKER = "YT8M_INPUT_ERROR"
 
@@ -43,23 +44,36 @@ def sampled_frame_count(k, method, max_frames=300):
   return len(strided_positions(k, max_frames)) if method == "strided" else k
 
 
-def nested_order(m):
-  """A coarse-to-fine order of positions 0..m-1 (FrameExit's: the middle, then the ends, then the
-  midpoints of the widest gaps): each next position is the one farthest from those already taken
-  (ties: the earliest), so every prefix of the order is spread over the m positions."""
-  order = [(m - 1) // 2] if m else []
-  while len(order) < m:
-    order.append(max((i for i in range(m) if i not in order),
-                     key=lambda i: (min(abs(i - j) for j in order), -i)))
+def nested_order(m, stages):
+  """An order of positions 0..m-1 whose first min(n, m) entries, for each n of `stages` (increasing;
+  the last at least m), are spread like the uniform-n positions floor(i·m/n): each stage takes first
+  the uniform-n positions not taken yet, the one farthest from those already taken first (ties: the
+  one farthest from the last taken, then the earliest), then, if it needs more, any position by the
+  same rule. A stage whose n divides m (every
+  n dividing the last stage) thus reads exactly its uniform positions when the stages before it are
+  among them, e.g. 6 then 30."""
+  order = []
+
+  def farthest(candidates):
+    return max(candidates, key=lambda i: (min(abs(i - j) for j in order), abs(i - order[-1]), -i)
+               if order else (0, 0, -i))
+
+  for n in stages:
+    targets = sorted({i * m // n for i in range(min(n, m))} - set(order))
+    while len(order) < min(n, m):
+      order.append(farthest(targets or [i for i in range(m) if i not in order]))
+      targets = [t for t in targets if t != order[-1]]
   return order
 
 
-def nested_order_table(k):
-  """[k + 1, k] int32 table: row m is nested_order(m) followed by m, ..., k - 1 (padding slots)."""
-  return [nested_order(m) + list(range(m, k)) for m in range(k + 1)]
+def nested_order_table(stages):
+  """[k + 1, k] table, k = stages[-1]: row m is nested_order(m, stages) followed by m, ..., k - 1
+  (the padding slots of a video with m < k frames)."""
+  k = stages[-1]
+  return [nested_order(m, stages) + list(range(m, k)) for m in range(k + 1)]
 
 
-def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=None):
+def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=None, stages=None):
   """Chooses k frame positions of one video with `num_frames` frames (a scalar int32 tensor).
 
   Returns (indices [F] int32, count int32), F = sampled_frame_count(k, method, max_frames) (k for
@@ -74,8 +88,9 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=N
     strided            the seed's fixed positions 0, s, 2s, ... < max_frames with s = max_frames // k
                        (strided_positions), regardless of the video's length; positions past its
                        end are padding.
-    nested             uniform's frames (all n when n <= k) in nested_order: early exit's stages read
-                       prefixes of them. Not in time order.
+    nested             uniform's frames (all n when n <= k) in nested_order(min(n, k), stages) (stages:
+                       increasing, the last k; default [k]): early exit's stages read prefixes of
+                       them. Not in time order.
   When n <= k (every method but strided) all n frames are taken in order and the rest is padding:
   the student then sees exactly what the teacher sees, never a repeated frame. `k` may be an int32
   scalar tensor (an any-k student's per-batch draw; not for nested).
@@ -89,7 +104,7 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=N
                tf.range(0, max_frames, tf.maximum(max_frames // k, 1)))
   elif method == NESTED:
     m = tf.minimum(n, k)
-    order = tf.gather(tf.constant(nested_order_table(k), tf.int32), m)            # [k]
+    order = tf.gather(tf.constant(nested_order_table(stages or [k]), tf.int32), m)  # [k]
     uniform = tf.where(n > k, (positions * n) // k, positions)
     indices = tf.where(order < m, tf.gather(uniform, order), tf.fill([k], n))
   else:
@@ -320,7 +335,7 @@ class YT8MFrameFeatureReader(_BaseReader):
 
   def __init__(self, num_classes=3862, feature_names=("rgb", "audio"), feature_sizes=(1024, 128),
                max_frames=300, k_frame=None, frame_sampling="uniform", also_full_frames=False,
-               seed=None, k_frame_choices=()):
+               seed=None, k_frame_choices=(), nested_stages=()):
     super(YT8MFrameFeatureReader, self).__init__(num_classes, feature_names, feature_sizes)
     self.max_frames = int(max_frames)
     if k_frame is not None and not 0 < int(k_frame) <= self.max_frames:
@@ -337,6 +352,7 @@ class YT8MFrameFeatureReader(_BaseReader):
       raise InputError("--k_frame_choices=%s: expected 1..max_frames (%d)"
                        % (",".join(map(str, k_frame_choices)), self.max_frames))
     self.k_frame_choices = [int(k) for k in k_frame_choices]
+    self.nested_stages = list(nested_stages)   # frame_sampling=NESTED: the stages (the last k_frame)
 
   def _check_record(self, path, record):
     example = tf.train.SequenceExample.FromString(record)
@@ -372,7 +388,8 @@ class YT8MFrameFeatureReader(_BaseReader):
   def _matrix(self, filename, video_id, sequence, length, k, method, training):
     key = (tf.strings.to_hash_bucket_fast(video_id, 2 ** 62) if method == "random" and not training
            else None)
-    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed, key)
+    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed, key,
+                                          self.nested_stages or None)
     parts = [self._frames(filename, video_id, sequence[name], size, name, indices, count, length)
              for name, size in zip(self.feature_names, self.feature_sizes)]
     matrix = tf.concat(parts, axis=1)
@@ -529,10 +546,11 @@ def read_batches(sess, fetch, files, reader=None, feed_dict=None):
 
 def get_reader(frame_features, num_classes, feature_names, feature_sizes, max_frames=300,
                k_frame=None, frame_sampling="uniform", also_full_frames=False, seed=None,
-               k_frame_choices=()):
+               k_frame_choices=(), nested_stages=()):
   """The reader the flags ask for (frame level or video level); with `k_frame_choices` (an any-k
-  student), each training batch reads a k drawn from them, evaluation reads `k_frame`."""
+  student), each training batch reads a k drawn from them, evaluation reads `k_frame`;
+  `nested_stages` go with frame_sampling=NESTED."""
   if frame_features:
     return YT8MFrameFeatureReader(num_classes, feature_names, feature_sizes, max_frames, k_frame,
-                                  frame_sampling, also_full_frames, seed, k_frame_choices)
+                                  frame_sampling, also_full_frames, seed, k_frame_choices, nested_stages)
   return YT8MAggregatedFeatureReader(num_classes, feature_names, feature_sizes)

@@ -32,24 +32,31 @@ def _sigmoid(x):
   return 1 / (1 + np.exp(-x))
 
 
-def test_nested_order_is_coarse_to_fine():
-  assert readers.nested_order(0) == [] and readers.nested_order(1) == [0]
-  assert readers.nested_order(9)[:5] == [4, 0, 8, 2, 6], "middle, ends, then the gaps' midpoints"
+def test_nested_order_reads_each_stage_near_its_uniform_frames():
+  """Each stage's prefix: its uniform positions where nesting allows (6 of 30), every position once,
+  no gap much wider than the stage's even spacing."""
+  stages = [6, 10, 15, 20, 30]
+  assert readers.nested_order(0, stages) == [] and readers.nested_order(1, stages) == [0]
+  order = readers.nested_order(30, stages)
+  assert sorted(order[:6]) == [0, 5, 10, 15, 20, 25], "uniform-6 of the 30 uniform frames"
+  assert sorted(order[:10]) == [0, 3, 5, 10, 12, 15, 18, 20, 25, 27]
   for m in range(1, 31):
-    order = readers.nested_order(m)
+    order = readers.nested_order(m, stages)
     assert sorted(order) == list(range(m))
-    for prefix in range(2, m + 1):   # every prefix leaves no gap wider than twice the even spacing
-      taken = sorted(order[:prefix])
-      assert max(np.diff([taken[0]] + taken + [m - 1])) <= 2 * (m - 1) / (prefix - 1) + 1
-  table = readers.nested_order_table(4)
-  assert table[0] == [0, 1, 2, 3] and table[2] == [0, 1, 2, 3] and table[4] == readers.nested_order(4)
+    for n in stages:
+      taken = sorted(order[:min(n, m)])
+      if n < m:
+        assert max(np.diff(taken + [m])) <= 2.5 * m / n + 1, (m, n, taken)
+  assert sorted(readers.nested_order(17, stages)[:6]) == [0, 2, 5, 8, 11, 14], "floor(i*17/6)"
+  table = readers.nested_order_table([2, 4])
+  assert table[0] == [0, 1, 2, 3] and table[1] == [0, 1, 2, 3] and table[4] == readers.nested_order(4, [2, 4])
 
 
 def test_nested_reader_reads_uniform_frames_in_nested_order(tmp_path):
   videos = make_frame_videos(8, num_classes=10, min_frames=0, max_frames=30, seed=4)
   path = write_records(str(tmp_path / "n.tfrecord"), [frame_record(*v) for v in videos])
   reader = readers.YT8MFrameFeatureReader(10, ["rgb", "audio"], [8, 4], max_frames=24, k_frame=10,
-                                          frame_sampling=readers.NESTED)
+                                          frame_sampling=readers.NESTED, nested_stages=[4, 10])
   with tf.Graph().as_default():
     batch, init = reader.input_batch([path], 8, training=False, num_readers=1)
     with tf.Session() as sess:
@@ -59,7 +66,7 @@ def test_nested_reader_reads_uniform_frames_in_nested_order(tmp_path):
     feats = videos[int(vid.decode()[1:])][2]
     n = min(len(feats["rgb"]), 24)
     uniform = reference_indices(n, 10, "uniform", 24)
-    expected = [uniform[i] for i in readers.nested_order(len(uniform))]
+    expected = [uniform[i] for i in readers.nested_order(len(uniform), [4, 10])]
     frames = utils.dequantize_np(np.concatenate([feats["rgb"], feats["audio"]], 1))
     assert values["num_frames"][row] == len(expected)
     np.testing.assert_allclose(values["video_matrix"][row, :len(expected)], frames[expected], atol=1e-6)
