@@ -161,14 +161,13 @@ def plot(out_dir, points):
     series.setdefault(kind, []).append(np.mean(np.asarray(values), axis=0))
   colours = dict(zip(sorted(series), plt.cm.tab20(np.linspace(0, 1, 20))))
   fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-  for ax, column, xlabel in ((axes[0], 1, "frames read per video (mean)"),
+  for ax, column, xlabel in ((axes[0], 1, "frames read per video (mean; log scale)"),
                              (axes[1], 3, "multiply-adds per video (log scale)")):
     for kind, values in sorted(series.items()):
       values = sorted(values, key=lambda v: v[column])
       ax.plot([v[column] for v in values], [v[0] for v in values], marker="o", ms=4, label=kind,
               linestyle="--" if "," in kind else "-", color=colours[kind])
-    if column == 3:
-      ax.set_xscale("log")
+    ax.set_xscale("log")
     run_study._finish(ax, "GAP against %s" % xlabel.split(" (")[0], xlabel, legend=column == 1)
   run_study._save(fig, os.path.join(out_dir, "gap_vs_frames.png"))
 
