@@ -40,7 +40,7 @@ MODEL_FLAG_NAMES = (
     "hrnn_block_frames", "hrnn_student_block_frames", "hrnn_cells", "hrnn_layers", "hrnn_representation",
     "netvlad_cluster_size", "netvlad_hidden_size", "gating", "lightvlad", "lstm_cells", "lstm_layers",
     "iterations", "dbof_cluster_size", "dbof_hidden_size", "dbof_pooling_method", "dbof_add_batch_norm",
-    "rep_projection")
+    "rep_projection", "k_frame_choices")
 # Values the code had before a flag existed: a model_flags.json written then lacks the key and is
 # rebuilt (and resumed) the way it was trained.
 LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask_padding": True,
@@ -52,7 +52,7 @@ LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask
                       "netvlad_hidden_size": 1024, "gating": True, "lightvlad": False, "lstm_cells": 1024,
                       "lstm_layers": 2, "iterations": 30, "dbof_cluster_size": 8192, "dbof_hidden_size": 1024,
                       "dbof_pooling_method": "max", "dbof_add_batch_norm": True, "rep_projection": False,
-                      "moe_prob_gating": False}
+                      "moe_prob_gating": False, "k_frame_choices": []}
 
 
 def _finite(value):
@@ -178,12 +178,70 @@ flags.DEFINE_bool("rep_projection", False,
                   "students and teachers of other families or sizes can be distilled with L_rep.")
 
 
-@flags.multi_flags_validator(["k_frame", "max_frames", "model_type", "frame_features"])
+flags.DEFINE_list("k_frame_choices", [],
+                  "Any-k student: comma-separated frame counts (e.g. 6,10,15,20,30); each training batch "
+                  "reads k frames, k drawn from them, by --frame_sampling. Eval, inference and export read "
+                  "--k_frame (default: the largest choice). Empty: every batch reads --k_frame.")
+EXIT_RULES = ("none", "max_prob", "prediction_change", "gate")
+_enum("exit_rule", "none", EXIT_RULES,
+      "Early exit (eval, inference, export): the student reads its frames in stages (--exit_stages) "
+      "and stops at the first stage where max_prob (top-class probability >= --exit_threshold), "
+      "prediction_change (max abs change of the probabilities since the previous stage <= "
+      "--exit_threshold) or gate (the learned exit gate of early_exit.py >= --exit_threshold) holds; "
+      "none: every stage is read (with --exit_stages) or no stages at all.")
+define_float("exit_threshold", 0.5, "Threshold of --exit_rule (a probability or a change, in [0, 1]).",
+             lambda v: 0 <= v <= 1, "a threshold in [0, 1]")
+flags.DEFINE_list("exit_stages", [],
+                  "Early exit: cumulative frames read after each stage, increasing (e.g. 6,10,15,20,30); "
+                  "default: the run's --k_frame_choices.")
+
+
+def int_list(values, flag_name):
+  """A list flag's values as ints: increasing frame counts of at least 1; InputError naming the flag."""
+  try:
+    numbers = [int(v) for v in values]
+  except (TypeError, ValueError):
+    numbers = None
+  if numbers is None or any(n < 1 for n in numbers) or numbers != sorted(set(numbers)):
+    raise InputError("--%s=%s: expected increasing frame counts of at least 1, comma-separated"
+                     % (flag_name, ",".join(map(str, values))))
+  return numbers
+
+
+def _increasing_counts(values):
+  try:
+    int_list(values, "")
+  except InputError:
+    return False
+  return True
+
+
+for _name in ("k_frame_choices", "exit_stages"):
+  flags.register_validator(_name, _increasing_counts,
+                           message="expected increasing frame counts of at least 1, comma-separated")
+
+
+@flags.multi_flags_validator(["k_frame_choices", "max_frames", "model_type", "frame_features"])
+def _k_frame_choices_fit(values):
+  choices = [int(v) for v in values["k_frame_choices"]]
+  if not choices:
+    return True
+  if values["model_type"] == "teacher" or not values["frame_features"]:
+    raise flags.ValidationError("--k_frame_choices: expected a frame-level student or kd run "
+                                "(--model_type=student or kd, --frame_features)")
+  if choices[-1] > values["max_frames"]:
+    raise flags.ValidationError("--k_frame_choices=%s: expected at most --max_frames=%d"
+                                % (",".join(map(str, choices)), values["max_frames"]))
+  return True
+
+
+@flags.multi_flags_validator(["k_frame", "max_frames", "model_type", "frame_features", "k_frame_choices"])
 def _k_frame_fits(values):
-  """A student reads at most the frames kept per video; a teacher's default reads all of them."""
+  """A student reads at most the frames kept per video; a teacher's default reads all of them (an any-k
+  student's default, its largest choice)."""
   k, max_frames = values["k_frame"], values["max_frames"]
   if values["frame_features"] and k > max_frames and not (
-      values["model_type"] == "teacher" and k == DEFAULT_K_FRAME):
+      (values["model_type"] == "teacher" or values["k_frame_choices"]) and k == DEFAULT_K_FRAME):
     raise flags.ValidationError("--k_frame=%d: expected at most --max_frames=%d (the frames kept per "
                                 "video); a teacher reads all of them by default" % (k, max_frames))
   return True
@@ -195,6 +253,10 @@ flags.DEFINE_string("train_dir", "/tmp/yt8m_model/",
                     "inference.py and export_model.py read it).")
 flags.DEFINE_string("checkpoint_file", "", "A checkpoint of --train_dir (default: the latest).")
 flags.DEFINE_string("teacher_checkpoint", "", "Teacher checkpoint or teacher train_dir.")
+flags.DEFINE_string("teacher_cache", "",
+                    "Serial kd: read the teacher's outputs from this cache_teacher.py directory instead "
+                    "of running the teacher (--teacher_checkpoint, if given, must be the cached one); "
+                    "early_exit.py: the teacher agreement targets of the exit gate.")
 flags.DEFINE_string("input_data_pattern", "", "Glob(s) of the shards to read, comma-separated.")
 flags.DEFINE_string("output_dir", "", "The new train_dir a program writes (import_checkpoint.py, precise_bn.py).")
 flags.DEFINE_integer("precise_bn_batches", 0,
@@ -212,6 +274,9 @@ def model_flags_from(values):
   names, sizes = utils.get_list_of_feature_names_and_sizes(values["feature_names"],
                                                            values["feature_sizes"])
   result["feature_names"], result["feature_sizes"] = names, sizes
+  result["k_frame_choices"] = int_list(result["k_frame_choices"], "k_frame_choices")
+  if result["k_frame_choices"] and result["k_frame"] == DEFAULT_K_FRAME:
+    result["k_frame"] = result["k_frame_choices"][-1]   # an any-k run is evaluated at its largest k
   return result
 
 
@@ -261,11 +326,30 @@ def check_passed_flags(model_flags, flag_values, train_dir):
       given = utils.get_list_of_feature_names_and_sizes(
           flag_values["feature_names"].value, flag_values["feature_sizes"].value)[
               0 if name == "feature_names" else 1]
+    if name == "k_frame_choices":
+      given = int_list(given, name)
     if given != recorded and not (isinstance(recorded, float) and given == float(recorded)):
       conflicts.append("--%s=%s but %s was trained with %s" % (name, flag_values[name].value,
                                                             train_dir, recorded))
   if conflicts:
     raise InputError("; ".join(conflicts) + " (drop the flag or pass the trained value)")
+
+
+def run_model_flags(train_dir, flag_values):
+  """The model flags eval, inference and export rebuild a run with: its model_flags.json, checked
+  against the model flags given on the command line (check_passed_flags). An any-k run
+  (--k_frame_choices) reads the --k_frame frames given, if any, instead of its default (the largest
+  choice)."""
+  model_flags = load_model_flags(train_dir)
+  if not (model_flags["k_frame_choices"] and flag_values["k_frame"].present):
+    check_passed_flags(model_flags, flag_values, train_dir)
+    return model_flags
+  k = flag_values["k_frame"].value
+  if k > model_flags["max_frames"]:
+    raise InputError("--k_frame=%d: expected at most the run's --max_frames=%d" % (k, model_flags["max_frames"]))
+  model_flags = dict(model_flags, k_frame=k)
+  check_passed_flags(model_flags, flag_values, train_dir)
+  return model_flags
 
 
 def check_model_flags(train_dir, model_flags):

@@ -10,7 +10,10 @@ checkpoint is the newest intact one of the run (checkpoints.choose: a damaged ne
 with a warning); a damaged --checkpoint_file is refused.
 As in the starter, --output_model_tgz packs the run (checkpoint + model_flags.json) and
 --input_model_tgz predicts from such a pack; model flags given on the command line (the seed's scripts
-pass them) must agree with the run's model_flags.json.
+pass them) must agree with the run's model_flags.json. --exit_rule, --exit_threshold and --exit_stages
+run the student with early exit (early_exit.py); an any-k run (--k_frame_choices) reads --k_frame
+frames if given. The log ends with the frames read per video (mean, median, histogram) and the
+multiply-adds spent.
 """
 
 import io
@@ -23,6 +26,7 @@ import tensorflow.compat.v1 as tf
 
 import checkpoints
 import config
+import early_exit
 import model_utils
 import readers
 import utils
@@ -85,21 +89,23 @@ def unpack_model_tgz(path, untar_dir):
   return untar_dir
 
 
-def _checkpoint_graph(opts, files, model_flags):
-  """The run's model over `files` and its top --top_k: (graph, model_utils.build_evaluation_graph's
-  parts with `fetch`, the tensors of a batch)."""
+def _checkpoint_graph(opts, files, model_flags, staged=None):
+  """The run's model (with early exit: `staged`, an early_exit.Staged) over `files` and its top
+  --top_k: (graph, model_utils.build_evaluation_graph's parts with `fetch`, the tensors of a batch)."""
   graph = tf.Graph()
   with graph.as_default():
-    parts = model_utils.build_evaluation_graph(model_flags, files, opts.batch_size, opts.num_readers)
-    predictions = parts["outputs"]["predictions"]
-    top = tf.nn.top_k(predictions, k=min(opts.top_k, model_flags["num_classes"]))
-    parts["fetch"] = (parts["batch"]["video_ids"], top.indices, top.values, predictions)
+    parts = model_utils.build_evaluation_graph(model_flags, files, opts.batch_size, opts.num_readers,
+                                               staged)
+    outputs = parts["outputs"]
+    top = tf.nn.top_k(outputs["predictions"], k=min(opts.top_k, model_flags["num_classes"]))
+    parts["fetch"] = (parts["batch"]["video_ids"], top.indices, top.values, outputs["predictions"],
+                      outputs["frames_read"], outputs["macs"])
   return graph, parts
 
 
 def _batches_from_checkpoint(graph, parts, files, model_flags, checkpoint):
-  """Yields (video_ids, class_indexes, scores, predictions) per batch from a train_dir checkpoint,
-  restored into _checkpoint_graph's graph and parts."""
+  """Yields (video_ids, class_indexes, scores, predictions, frames_read, macs) per batch from a
+  train_dir checkpoint, restored into _checkpoint_graph's graph and parts."""
   with tf.Session(graph=graph) as sess:
     parts["saver"].restore(sess, checkpoint)
     sess.run(parts["iterator_init"])
@@ -110,7 +116,8 @@ def _batches_from_checkpoint(graph, parts, files, model_flags, checkpoint):
 
 
 def _batches_from_saved_model(opts, files):
-  """Yields (video_ids, class_indexes, scores, scores) per batch from an exported SavedModel."""
+  """Yields (video_ids, class_indexes, scores, scores, frames_read, macs) per batch from an exported
+  SavedModel (the last two None if its signature lacks them: an export older than early exit)."""
   graph = tf.Graph()
   with graph.as_default():
     records = tf.data.make_one_shot_iterator(
@@ -120,9 +127,11 @@ def _batches_from_saved_model(opts, files):
     signature = meta.signature_def[tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
     inputs = signature.inputs["example_bytes"].name
     outputs = [signature.outputs[key].name for key in ("video_id", "class_indexes", "predictions")]
+    counts = [signature.outputs[key].name for key in ("frames_read", "macs") if key in signature.outputs]
     for batch in readers.read_batches(sess, records, files):
-      video_ids, class_indexes, scores = readers.run_on_input(sess, outputs, files, None, {inputs: batch})
-      yield video_ids, class_indexes, scores, scores
+      values = readers.run_on_input(sess, outputs + counts, files, None, {inputs: batch})
+      video_ids, class_indexes, scores = values[:3]
+      yield (video_ids, class_indexes, scores, scores) + (tuple(values[3:]) if counts else (None, None))
 
 
 def run(opts):
@@ -133,13 +142,17 @@ def run(opts):
     if not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
       raise InputError("--saved_model_dir=%s holds no saved_model.pb" % opts.saved_model_dir)
     source, batches = opts.saved_model_dir, _batches_from_saved_model(opts, files)
+    frames = early_exit.FrameCount(None)
   else:
     train_dir = (unpack_model_tgz(opts.input_model_tgz, opts.untar_model_dir) if opts.input_model_tgz
                  else opts.train_dir)
-    model_flags = config.load_model_flags(train_dir)
     if isinstance(opts, flags.FlagValues):
-      config.check_passed_flags(model_flags, opts, train_dir)
-    graph, parts = _checkpoint_graph(opts, files, model_flags)
+      model_flags = config.run_model_flags(train_dir, opts)
+      staged = early_exit.staged_from_flags(model_flags, opts, train_dir)
+    else:
+      model_flags, staged = config.load_model_flags(train_dir), None
+    graph, parts = _checkpoint_graph(opts, files, model_flags, staged)
+    frames = early_exit.FrameCount(parts["frame_bins"])
     source = checkpoints.choose(opts.checkpoint_file or train_dir,
                                 "--checkpoint_file" if opts.checkpoint_file else "--train_dir",
                                 needed=parts["restored"])
@@ -151,14 +164,18 @@ def run(opts):
   with utils.atomic_output(opts.output_file) as tmp:
     with tf.io.gfile.GFile(tmp, "w") as out:
       out.write("VideoId,LabelConfidencePairs\n")
-      for video_ids, class_indexes, scores, predictions in batches:
+      for video_ids, class_indexes, scores, predictions, frames_read, macs in batches:
         model_utils.check_finite_predictions(predictions, video_ids, source)
+        if frames_read is not None:
+          frames.add(frames_read, macs)
         for row in range(len(video_ids)):
           k = min(opts.top_k, len(class_indexes[row]))
           out.write(format_row(video_ids[row], class_indexes[row][:k], scores[row][:k]))
         count += len(video_ids)
         tf.logging.info("%d videos predicted, %.0f videos/sec", count, count / (time.time() - start))
   tf.logging.info("Wrote %d videos to %s.", count, opts.output_file)
+  if frames.frames:
+    tf.logging.info("%s", early_exit.describe(frames.summary()))
   return count
 
 

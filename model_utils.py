@@ -61,12 +61,16 @@ def macs(model_flags, frames=None):
   return model.macs(frames or model_flags["max_frames"], model_flags["num_classes"])
 
 
-def make_reader(model_flags, also_full_frames=False, seed=None):
-  """The reader for this run's model: all frames for a teacher, k sampled frames for a student."""
+def make_reader(model_flags, also_full_frames=False, seed=None, nested_stages=None):
+  """The reader for this run's model: all frames for a teacher, k sampled frames for a student (in
+  training an any-k student's k is drawn per batch); with `nested_stages` (early exit) the last
+  stage's uniform frames in readers.nested_order instead."""
+  k, sampling = ((nested_stages[-1], readers.NESTED) if nested_stages else
+                 (config.frames_read(model_flags), model_flags["frame_sampling"]))
   return readers.get_reader(
       model_flags["frame_features"], model_flags["num_classes"], model_flags["feature_names"],
-      model_flags["feature_sizes"], model_flags["max_frames"], config.frames_read(model_flags),
-      model_flags["frame_sampling"], also_full_frames, seed)
+      model_flags["feature_sizes"], model_flags["max_frames"], k, sampling, also_full_frames, seed,
+      model_flags.get("k_frame_choices", ()), nested_stages or ())
 
 
 def build_model(model_flags, model_input, num_frames, is_training, scope=None):
@@ -74,12 +78,17 @@ def build_model(model_flags, model_input, num_frames, is_training, scope=None):
   with `predictions`, `logits` and `representation`."""
   model = get_model(model_flags["model"], **model_flags)
   hparams = {k: v for k, v in model_flags.items() if k not in ("num_classes", "model")}
-  initializer = layers.weight_initializer(model_flags.get("weight_init", "slim"))
-  with tf.variable_scope(scope or config.role_scope(model_flags), reuse=tf.AUTO_REUSE,
-                         initializer=initializer):
+  with model_scope(model_flags, scope):
     return model.create_model(model_input=model_input, num_frames=num_frames,
                               vocab_size=model_flags["num_classes"], is_training=is_training,
                               **hparams)
+
+
+def model_scope(model_flags, scope=None):
+  """The variable scope a run's model is built (or reused) in: `scope` (default: the run's role
+  scope), with the run's weight initialiser."""
+  return tf.variable_scope(scope or config.role_scope(model_flags), reuse=tf.AUTO_REUSE,
+                           initializer=layers.weight_initializer(model_flags.get("weight_init", "slim")))
 
 
 def label_loss(model_flags):
@@ -139,16 +148,33 @@ def restore_map(checkpoint_path, checkpoint_scope, variables, graph_scope, flag_
   return mapping
 
 
-def build_evaluation_graph(model_flags, files, batch_size, num_readers=4):
+def with_frame_counts(model_flags, outputs, num_frames):
+  """A model's `outputs` with, per video, `frames_read` (its num_frames) and `macs` (int64: macs() of
+  the run's k frames, or all: a fixed-k model spends the same on every video)."""
+  spent = macs(model_flags, config.frames_read(model_flags))
+  return dict(outputs, frames_read=num_frames,
+              macs=tf.fill(tf.shape(num_frames), tf.constant(spent, tf.int64)))
+
+
+def build_evaluation_graph(model_flags, files, batch_size, num_readers=4, staged=None):
   """Input pass (deterministic, every video once) + the run's model in inference mode + a Saver for
   its scope. Call inside a fresh graph; returns a dict with `batch`, `iterator_init`, `outputs`,
   `saver`, `restored` (the checkpoint names the saver reads: checkpoints.choose's `needed`),
-  `global_step` and `reader`."""
+  `global_step`, `reader` and `frame_bins` (frame counts bounding early_exit.FrameCount's histogram
+  bins). `outputs` also hold per video `frames_read` (the frames the model consumed) and `macs` (the
+  multiply-adds spent, int64). `staged` (an early_exit.Staged) reads its stages' frames and runs the
+  model with early exit; its `outputs` then also hold `exit_stage`."""
   global_step = tf.train.get_or_create_global_step()
-  reader = make_reader(model_flags)
+  reader = make_reader(model_flags) if staged is None else staged.reader()
   batch, iterator_init = reader.input_batch(files, batch_size, training=False, num_readers=num_readers)
-  outputs = build_model(model_flags, batch["video_matrix"], batch["num_frames"], is_training=False)
+  if staged is None:
+    outputs = with_frame_counts(model_flags, build_model(model_flags, batch["video_matrix"],
+                                                         batch["num_frames"], is_training=False),
+                                batch["num_frames"])
+    bins = [config.frames_read(model_flags) or model_flags["max_frames"]]
+  else:
+    outputs, bins = staged.outputs(batch["video_matrix"], batch["num_frames"]), staged.stages
   variables = scope_variables(config.role_scope(model_flags)) + [global_step]
   return {"batch": batch, "iterator_init": iterator_init, "outputs": outputs,
           "saver": tf.train.Saver(variables), "restored": [v.op.name for v in variables],
-          "global_step": global_step, "reader": reader}
+          "global_step": global_step, "reader": reader, "frame_bins": bins}

@@ -32,31 +32,51 @@ def nextvlad_layer(frames, mask, cluster_size, groups, expansion, is_training, s
 
   `centre_initializer` (None: the scope's) initialises the cluster assignment weights and centres;
   `bn_mask_padding` leaves padded rows out of the assignment batch norm's statistics."""
+  batch, max_frames = tf.shape(frames)[0], tf.shape(frames)[1]
+  with tf.variable_scope(scope):
+    weighted, mass, centres = nextvlad_sums(frames, mask, batch, max_frames, cluster_size, groups,
+                                            expansion, is_training, batch_norm, bn_mask_padding,
+                                            centre_initializer)
+    return nextvlad_finish(weighted, mass, centres, batch, is_training, batch_norm)
+
+
+def nextvlad_sums(frames, mask, batch, max_frames, cluster_size, groups, expansion, is_training,
+                  batch_norm=layers.batch_norm, bn_mask_padding=False, centre_initializer=None):
+  """The layer's sums over frames, in the caller's (branch) variable scope: frames [B, M, N], mask
+  [B, M], batch = B, max_frames = M -> (Σ_{frames, groups} a_gk x̃_g [B, λN/G, K], Σ a_gk [B, 1, K],
+  the centres c [1, λN/G, K]). Both sums add one term per frame, so the sums of two sets of frames
+  add up to those of their union (early exit's stages, early_exit.py), in inference mode, where every
+  frame's terms depend on that frame alone."""
   feature_size = frames.shape.as_list()[-1]
   expanded_size = expansion * feature_size
   group_size = expanded_size // groups
-  batch, max_frames = tf.shape(frames)[0], tf.shape(frames)[1]
-  with tf.variable_scope(scope):
-    expanded = layers.dense(tf.reshape(frames, [-1, feature_size]), expanded_size,
-                            scope="expansion")                                  # [B·M, λN]
-    attention = tf.sigmoid(layers.dense(expanded, groups, scope="group_attention"))
-    attention = tf.reshape(attention, [batch, max_frames, groups]) * mask[:, :, None]
-    attention = tf.reshape(attention, [batch, max_frames * groups, 1])
-    assignment = layers.dense(
-        expanded, groups * cluster_size, use_bias=False, scope="cluster_assignment",
-        initializer=centre_initializer and centre_initializer(expanded_size))
-    assignment = batch_norm(assignment, is_training, scope="assignment_bn",
-                            mask=tf.reshape(mask, [-1]) if bn_mask_padding else None)
-    assignment = tf.nn.softmax(tf.reshape(assignment, [batch, max_frames * groups, cluster_size]))
-    assignment *= attention                                                     # [B, M·G, K]
-    centres = tf.get_variable("cluster_centres", [1, group_size, cluster_size],
-                              initializer=centre_initializer and centre_initializer(group_size))
-    chunks = tf.reshape(expanded, [batch, max_frames * groups, group_size])     # [B, M·G, λN/G]
-    vlad = tf.matmul(chunks, assignment, transpose_a=True)                      # [B, λN/G, K]
-    vlad -= tf.reduce_sum(assignment, axis=1, keepdims=True) * centres
-    vlad = tf.nn.l2_normalize(vlad, axis=1)
-    vlad = tf.reshape(vlad, [batch, group_size * cluster_size])
-    return batch_norm(vlad, is_training, scope="vlad_bn")
+  expanded = layers.dense(tf.reshape(frames, [-1, feature_size]), expanded_size,
+                          scope="expansion")                                    # [B·M, λN]
+  attention = tf.sigmoid(layers.dense(expanded, groups, scope="group_attention"))
+  attention = tf.reshape(attention, [batch, max_frames, groups]) * mask[:, :, None]
+  attention = tf.reshape(attention, [batch, max_frames * groups, 1])
+  assignment = layers.dense(
+      expanded, groups * cluster_size, use_bias=False, scope="cluster_assignment",
+      initializer=centre_initializer and centre_initializer(expanded_size))
+  assignment = batch_norm(assignment, is_training, scope="assignment_bn",
+                          mask=tf.reshape(mask, [-1]) if bn_mask_padding else None)
+  assignment = tf.nn.softmax(tf.reshape(assignment, [batch, max_frames * groups, cluster_size]))
+  assignment *= attention                                                       # [B, M·G, K]
+  centres = tf.get_variable("cluster_centres", [1, group_size, cluster_size],
+                            initializer=centre_initializer and centre_initializer(group_size))
+  chunks = tf.reshape(expanded, [batch, max_frames * groups, group_size])       # [B, M·G, λN/G]
+  weighted = tf.matmul(chunks, assignment, transpose_a=True)                    # [B, λN/G, K]
+  return weighted, tf.reduce_sum(assignment, axis=1, keepdims=True), centres
+
+
+def nextvlad_finish(weighted, mass, centres, batch, is_training, batch_norm=layers.batch_norm):
+  """The layer from its sums (nextvlad_sums), in the branch's scope: vlad_k = Σ a_gk x̃_g - (Σ a_gk)·c_k,
+  L2 over λN/G per cluster, flattened, batch norm -> [B, (λN/G)·K]."""
+  _, group_size, cluster_size = centres.shape.as_list()
+  vlad = weighted - mass * centres
+  vlad = tf.nn.l2_normalize(vlad, axis=1)
+  vlad = tf.reshape(vlad, [batch, group_size * cluster_size])
+  return batch_norm(vlad, is_training, scope="vlad_bn")
 
 
 def context_gating(activation, reduction, is_training, scope="gating", batch_norm=layers.batch_norm,
@@ -162,6 +182,35 @@ class NeXtVLADModel(models.BaseModel):
                                   is_training, scope, self._batch_norm, self.bn_mask_padding,
                                   self.centre_initializer))
       offset += size
+    return self.head(vlads, vocab_size, is_training)
+
+  def branch_sums(self, frames, mask):
+    """Inference mode, preprocessed frames [B, M, D], mask [B, M] -> per feature branch, the
+    NeXtVLAD sums over these frames (nextvlad_sums: weighted [B, λN/G, K], mass [B, 1, K], centres),
+    which add up over sets of frames; head(self.vlads(sums)) is then the model's output."""
+    sums, offset = [], 0
+    batch, max_frames = tf.shape(frames)[0], tf.shape(frames)[1]
+    for scope, size, clusters, groups in self._branches():
+      features = frames[:, :, offset:offset + size]
+      features.set_shape([None, None, size])
+      with tf.variable_scope(scope):
+        sums.append(nextvlad_sums(features, mask, batch, max_frames, clusters, groups, self.expansion,
+                                  False, self._batch_norm, self.bn_mask_padding, self.centre_initializer))
+      offset += size
+    return sums
+
+  def vlads(self, sums):
+    """The branches' NeXtVLAD vectors (nextvlad_finish, inference mode) from branch_sums' sums."""
+    vlads = []
+    for (scope, _, _, _), (weighted, mass, centres) in zip(self._branches(), sums):
+      with tf.variable_scope(scope):
+        vlads.append(nextvlad_finish(weighted, mass, centres, tf.shape(weighted)[0], False,
+                                     self._batch_norm))
+    return vlads
+
+  def head(self, vlads, vocab_size, is_training):
+    """The branches' NeXtVLAD vectors -> concat, dropout, hidden + BN, context gating, classifier; the
+    classifier's dict with `representation`, the gated hidden vector [B, H]."""
     vlad = layers.dropout(tf.concat(vlads, axis=1), self.drop_rate, is_training)
     hidden = layers.dense(vlad, self.hidden_size, use_bias=False, scope="hidden")
     hidden = self._batch_norm(hidden, is_training, scope="hidden_bn")
@@ -179,14 +228,21 @@ class NeXtVLADModel(models.BaseModel):
     return self.branch(frames, mask, vocab_size, is_training)
 
   def macs(self, frames, vocab_size):
-    """Multiply-adds per video of `frames` frames. Per frame and branch (N features, K clusters, G
-    groups): expansion N·λN, attention λN·G, assignment λN·G·K, aggregation G·(λN/G)·K = λN·K; then
-    the hidden layer (Σ (λN/G)·K)·H, the gating 2·H·H/r and the classifier."""
-    per_frame = sum(size * self.expansion * (size + groups + groups * clusters + clusters)
-                    for _, size, clusters, groups in self._branches())
+    """Multiply-adds per video of `frames` frames: frames · frame_macs() + head_macs(vocab_size)."""
+    return frames * self.frame_macs() + self.head_macs(vocab_size)
+
+  def frame_macs(self):
+    """Multiply-adds of one frame, summed over the branches (N features, K clusters, G groups):
+    expansion N·λN, attention λN·G, assignment λN·G·K, aggregation G·(λN/G)·K = λN·K."""
+    return sum(size * self.expansion * (size + groups + groups * clusters + clusters)
+               for _, size, clusters, groups in self._branches())
+
+  def head_macs(self, vocab_size):
+    """Multiply-adds after the aggregation: the hidden layer (Σ (λN/G)·K)·H, the gating 2·H·H/r and
+    the classifier."""
     vlad_size = sum(size * self.expansion // groups * clusters
                     for _, size, clusters, groups in self._branches())
-    return (frames * per_frame + vlad_size * self.hidden_size
+    return (vlad_size * self.hidden_size
             + 2 * self.hidden_size * (self.hidden_size // self.gating_reduction)
             + self.classifier.macs(self.hidden_size, vocab_size))
 

@@ -25,6 +25,10 @@ from utils import InputError
 
 FRAME_SAMPLING_METHODS = ("uniform", "random", "first", "middle", "last", "first_middle_last",
                           "strided")
+# Not a --frame_sampling choice: the staged reads of early exit (early_exit.py), the uniform-k frames in
+# an order whose prefix at each stage is as close to that stage's uniform frames as nesting allows
+# (nested_order).
+NESTED = "nested"
 ERROR_MARKER = "YT8M_INPUT_ERROR"
 
 
@@ -40,7 +44,36 @@ def sampled_frame_count(k, method, max_frames=300):
   return len(strided_positions(k, max_frames)) if method == "strided" else k
 
 
-def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=None):
+def nested_order(m, stages):
+  """An order of positions 0..m-1 whose first min(n, m) entries, for each n of `stages` (increasing;
+  the last at least m), are spread like the uniform-n positions floor(i·m/n): each stage takes first
+  the uniform-n positions not taken yet, the one farthest from those already taken first (ties: the
+  one farthest from the last taken, then the earliest), then, if it needs more, any position by the
+  same rule. A stage whose n divides m (every
+  n dividing the last stage) thus reads exactly its uniform positions when the stages before it are
+  among them, e.g. 6 then 30."""
+  order = []
+
+  def farthest(candidates):
+    return max(candidates, key=lambda i: (min(abs(i - j) for j in order), abs(i - order[-1]), -i)
+               if order else (0, 0, -i))
+
+  for n in stages:
+    targets = sorted({i * m // n for i in range(min(n, m))} - set(order))
+    while len(order) < min(n, m):
+      order.append(farthest(targets or [i for i in range(m) if i not in order]))
+      targets = [t for t in targets if t != order[-1]]
+  return order
+
+
+def nested_order_table(stages):
+  """[k + 1, k] table, k = stages[-1]: row m is nested_order(m, stages) followed by m, ..., k - 1
+  (the padding slots of a video with m < k frames)."""
+  k = stages[-1]
+  return [nested_order(m, stages) + list(range(m, k)) for m in range(k + 1)]
+
+
+def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=None, stages=None):
   """Chooses k frame positions of one video with `num_frames` frames (a scalar int32 tensor).
 
   Returns (indices [F] int32, count int32), F = sampled_frame_count(k, method, max_frames) (k for
@@ -55,16 +88,25 @@ def sample_frame_indices(num_frames, k, method, max_frames=300, seed=None, key=N
     strided            the seed's fixed positions 0, s, 2s, ... < max_frames with s = max_frames // k
                        (strided_positions), regardless of the video's length; positions past its
                        end are padding.
+    nested             uniform's frames (all n when n <= k) in nested_order(min(n, k), stages) (stages:
+                       increasing, the last k; default [k]): early exit's stages read prefixes of
+                       them. Not in time order.
   When n <= k (every method but strided) all n frames are taken in order and the rest is padding:
-  the student then sees exactly what the teacher sees, never a repeated frame.
+  the student then sees exactly what the teacher sees, never a repeated frame. `k` may be an int32
+  scalar tensor (an any-k student's per-batch draw; not for nested).
   """
-  if method not in FRAME_SAMPLING_METHODS:
+  if method not in FRAME_SAMPLING_METHODS + (NESTED,):
     raise InputError("--frame_sampling=%r: expected one of %s" % (method, ", ".join(FRAME_SAMPLING_METHODS)))
   n = tf.cast(num_frames, tf.int32)
   positions = tf.range(k, dtype=tf.int32)
   if method == "strided":
-    positions = tf.constant(strided_positions(k, max_frames), tf.int32)
-    indices = positions
+    indices = (tf.constant(strided_positions(k, max_frames), tf.int32) if isinstance(k, int) else
+               tf.range(0, max_frames, tf.maximum(max_frames // k, 1)))
+  elif method == NESTED:
+    m = tf.minimum(n, k)
+    order = tf.gather(tf.constant(nested_order_table(stages or [k]), tf.int32), m)  # [k]
+    uniform = tf.where(n > k, (positions * n) // k, positions)
+    indices = tf.where(order < m, tf.gather(uniform, order), tf.fill([k], n))
   else:
     if method == "uniform":
       chosen = (positions * n) // k
@@ -145,6 +187,7 @@ class _BaseReader(object):
   """Shared dataset plumbing: file discovery, validation, interleaved reads, batching, errors."""
 
   frame_level = None
+  k_frame_choices = ()  # an any-k student's frame counts (frame level only)
 
   def __init__(self, num_classes=3862, feature_names=("rgb", "audio"), feature_sizes=(1024, 128)):
     if len(feature_names) != len(feature_sizes):
@@ -208,12 +251,12 @@ class _BaseReader(object):
     if teacher_cache is None:
       files_ds = tf.data.Dataset.from_tensor_slices(list(files))
       read_file = lambda f: tf.data.TFRecordDataset(f).map(lambda r: (f, r))
-      parse = lambda f, r: self.parse_record(f, r, training)
+      parse = lambda f, r, *k: self.parse_record(f, r, training, *k)   # k: an any-k batch's draw
     else:
       files_ds = tf.data.Dataset.from_tensor_slices((list(files), [teacher_cache.path_for(f) for f in files]))
       read_file = lambda f, c: tf.data.Dataset.zip(
           (tf.data.TFRecordDataset(f), tf.data.TFRecordDataset(c))).map(lambda r, cr: (f, r, cr))
-      parse = lambda f, r, cr: self._parse_with_cache(f, r, cr, training, teacher_cache)
+      parse = lambda f, r, cr, *k: self._parse_with_cache(f, r, cr, training, teacher_cache, *k)
     # The dataset functions are plain graph code: skipping AutoGraph's source conversion of them
     # (parse_record and what it calls) saves seconds of every graph build (bench/bench_costs.py).
     read_file, parse = tf.autograph.experimental.do_not_convert(read_file), \
@@ -226,12 +269,24 @@ class _BaseReader(object):
         **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False} if training else {}))
     if training:
       records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    videos = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    any_k = training and bool(self.k_frame_choices)
+    if any_k:
+      records = tf.data.Dataset.zip((records, self._batch_ks(batch_size, seed))).map(
+          lambda record, k: record + (k,))
+    # An any-k batch needs its videos in draw order (one k per batch): a deterministic parse.
+    videos = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=any_k or not training)
     return videos.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
 
-  def _parse_with_cache(self, filename, serialized, cached, training, teacher_cache):
+  def _batch_ks(self, batch_size, seed):
+    """The any-k draw: k uniform over k_frame_choices, one per batch, repeated for its batch_size videos."""
+    choices = tf.constant(self.k_frame_choices, tf.int32)
+    draws = tf.data.Dataset.random(seed=seed).map(
+        lambda r: tf.gather(choices, tf.cast(r % len(self.k_frame_choices), tf.int32)))
+    return draws.flat_map(lambda k: tf.data.Dataset.from_tensors(k).repeat(batch_size))
+
+  def _parse_with_cache(self, filename, serialized, cached, training, teacher_cache, k=None):
     """A video and its teacher's cached outputs; fails naming the file if the two ids differ."""
-    video = self.parse_record(filename, serialized, training)
+    video = self.parse_record(filename, serialized, training, k)
     teacher = teacher_cache.parse(cached)
     cached_id = teacher.pop("video_ids")
     check = tf.debugging.assert_equal(
@@ -280,18 +335,24 @@ class YT8MFrameFeatureReader(_BaseReader):
 
   def __init__(self, num_classes=3862, feature_names=("rgb", "audio"), feature_sizes=(1024, 128),
                max_frames=300, k_frame=None, frame_sampling="uniform", also_full_frames=False,
-               seed=None):
+               seed=None, k_frame_choices=(), nested_stages=()):
     super(YT8MFrameFeatureReader, self).__init__(num_classes, feature_names, feature_sizes)
     self.max_frames = int(max_frames)
     if k_frame is not None and not 0 < int(k_frame) <= self.max_frames:
       raise InputError("--k_frame=%s: expected 1..max_frames (%d)" % (k_frame, self.max_frames))
-    self.k_frame = None if k_frame is None or int(k_frame) == self.max_frames else int(k_frame)
-    if frame_sampling not in FRAME_SAMPLING_METHODS:
+    self.k_frame = (None if k_frame is None or (int(k_frame) == self.max_frames and frame_sampling != NESTED)
+                    else int(k_frame))
+    if frame_sampling not in FRAME_SAMPLING_METHODS + (NESTED,):
       raise InputError("--frame_sampling=%r: expected one of %s"
                        % (frame_sampling, ", ".join(FRAME_SAMPLING_METHODS)))
     self.frame_sampling = frame_sampling
     self.also_full_frames = also_full_frames
     self.seed = seed
+    if any(not 0 < int(k) <= self.max_frames for k in k_frame_choices):
+      raise InputError("--k_frame_choices=%s: expected 1..max_frames (%d)"
+                       % (",".join(map(str, k_frame_choices)), self.max_frames))
+    self.k_frame_choices = [int(k) for k in k_frame_choices]
+    self.nested_stages = list(nested_stages)   # frame_sampling=NESTED: the stages (the last k_frame)
 
   def _check_record(self, path, record):
     example = tf.train.SequenceExample.FromString(record)
@@ -327,15 +388,18 @@ class YT8MFrameFeatureReader(_BaseReader):
   def _matrix(self, filename, video_id, sequence, length, k, method, training):
     key = (tf.strings.to_hash_bucket_fast(video_id, 2 ** 62) if method == "random" and not training
            else None)
-    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed, key)
+    indices, count = sample_frame_indices(length, k, method, self.max_frames, self.seed, key,
+                                          self.nested_stages or None)
     parts = [self._frames(filename, video_id, sequence[name], size, name, indices, count, length)
              for name, size in zip(self.feature_names, self.feature_sizes)]
     matrix = tf.concat(parts, axis=1)
-    matrix.set_shape([sampled_frame_count(k, method, self.max_frames), sum(self.feature_sizes)])
+    matrix.set_shape([sampled_frame_count(k, method, self.max_frames) if isinstance(k, int) else None,
+                      sum(self.feature_sizes)])
     return matrix, count
 
-  def parse_record(self, filename, serialized, training=False):
-    """One video; outside training, random-k frames are a fixed function of the video id."""
+  def parse_record(self, filename, serialized, training=False, k=None):
+    """One video; outside training, random-k frames are a fixed function of the video id. `k` (an
+    int32 scalar tensor, an any-k student's draw for the batch) replaces the reader's k_frame."""
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, example_name=filename, context_features=self._context_features(),
         sequence_features={name: tf.io.FixedLenSequenceFeature([], tf.string)
@@ -344,11 +408,11 @@ class YT8MFrameFeatureReader(_BaseReader):
     length = tf.minimum(tf.shape(sequence[self.feature_names[0]])[0], self.max_frames)
     for name in self.feature_names[1:]:
       length = tf.minimum(length, tf.shape(sequence[name])[0])
-    if self.k_frame is None:
+    if k is None and self.k_frame is None:
       matrix, count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first", training)
     else:
-      matrix, count = self._matrix(filename, video_id, sequence, length, self.k_frame, self.frame_sampling,
-                                   training)
+      matrix, count = self._matrix(filename, video_id, sequence, length,
+                                   self.k_frame if k is None else k, self.frame_sampling, training)
     output = {"video_ids": video_id, "video_matrix": matrix, "num_frames": count, "labels": labels}
     if self.also_full_frames:
       full, full_count = self._matrix(filename, video_id, sequence, length, self.max_frames, "first",
@@ -481,9 +545,12 @@ def read_batches(sess, fetch, files, reader=None, feed_dict=None):
 
 
 def get_reader(frame_features, num_classes, feature_names, feature_sizes, max_frames=300,
-               k_frame=None, frame_sampling="uniform", also_full_frames=False, seed=None):
-  """The reader the flags ask for (frame level or video level)."""
+               k_frame=None, frame_sampling="uniform", also_full_frames=False, seed=None,
+               k_frame_choices=(), nested_stages=()):
+  """The reader the flags ask for (frame level or video level); with `k_frame_choices` (an any-k
+  student), each training batch reads a k drawn from them, evaluation reads `k_frame`;
+  `nested_stages` go with frame_sampling=NESTED."""
   if frame_features:
     return YT8MFrameFeatureReader(num_classes, feature_names, feature_sizes, max_frames, k_frame,
-                                  frame_sampling, also_full_frames, seed)
+                                  frame_sampling, also_full_frames, seed, k_frame_choices, nested_stages)
   return YT8MAggregatedFeatureReader(num_classes, feature_names, feature_sizes)

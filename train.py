@@ -62,10 +62,8 @@ flags.DEFINE_integer("summary_every_steps", 10, "Write TensorBoard summaries eve
                      lower_bound=1)
 flags.DEFINE_integer("shuffle_buffer", 2048, "Videos in the training shuffle buffer.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Graph-level random seed (initialisation, shuffling, random frames).")
-# Distillation (--model_type=kd); the teacher's side is kd_teacher.py, the loss terms kd_losses.py.
-flags.DEFINE_string("teacher_cache", "",
-                    "Serial kd: read the teacher's outputs from this cache_teacher.py directory instead "
-                    "of running the teacher (--teacher_checkpoint, if given, must be the cached one).")
+# Distillation (--model_type=kd; --teacher_cache is config.py's); the teacher's side is kd_teacher.py, the
+# loss terms kd_losses.py.
 flags.DEFINE_enum("kd_mode", "serial", ["serial", "parallel"],
                   "serial: frozen pre-trained teacher; parallel: teacher trained on its own L_CE in the "
                   "same run.", case_sensitive=False)

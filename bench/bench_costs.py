@@ -5,7 +5,9 @@ hidden 2048, 3862 classes, batch 80) and generated 300-frame shards (1024 + 128 
   * training examples/s of the teacher, the k=30 and k=6 students, serial KD k=30 with the live
     frozen teacher and serial KD k=30 from a teacher cache (plus the cache's one-off writing rate);
   * steady-state inference videos/s through inference.py's checkpoint path (reader + model; the
-    first batches excluded) of the teacher, k=30 and k=6, and the start-up before the first batch,
+    first batches excluded) of the teacher, k=30 and k=6, and of an any-k student with early exit
+    (stages 6, 10, 15, 20, 30, early_exit.py) at its two ends: every video exits at the first stage
+    (6 frames, one head) or reads every stage (30 frames, five heads); then the start-up before the first batch,
     split into file validation, graph build, session, checkpoint restore and first batch;
 each as achieved GFLOP/s (2 per multiply-add of model_utils.macs; training = 3x the forward pass, plus
 one teacher forward pass for live KD) and as a fraction of the matmul rate;
@@ -41,6 +43,7 @@ import bench_readers  # noqa: E402
 import cache_teacher  # noqa: E402
 import checkpoints  # noqa: E402
 import config  # noqa: E402
+import early_exit  # noqa: E402
 import inference  # noqa: E402
 import model_costs  # noqa: E402
 import model_utils  # noqa: E402
@@ -70,6 +73,9 @@ SIZES = {
 }
 PARTS = ("matmul", "train", "inference", "startup", "families")
 FAMILY_KS = (6, 30)  # the students of the families part
+EXIT_STAGES = [6, 10, 15, 20, 30]
+# The two ends of early exit: (row, --exit_rule, --exit_threshold, stages every video reads).
+EXIT_ENDS = (("exit at stage 1", "max_prob", 0.0, 1), ("every stage", "none", 0.5, len(EXIT_STAGES)))
 TARGETS = "cached KD k=30 step <= 1.15x student k=30 step; inference k=30 >= 5x, k=6 >= 9x teacher; " \
           "teacher training >= 80% of matmul"
 
@@ -159,19 +165,19 @@ def seconds_per_step(argv, warmup, steps):
     run.sess.close()
 
 
-def inference_rate(train_dir, files, batch, seconds):
-  """Steady-state videos/s through inference.py's checkpoint path (reader, model, top-k): timed
-  from the third batch on, for `seconds` or until the data ends."""
+def inference_rate(train_dir, files, batch, seconds, staged=None):
+  """Steady-state videos/s through inference.py's checkpoint path (reader, model or `staged` early exit,
+  top-k): timed from the third batch on, for `seconds` or until the data ends."""
   opts = types.SimpleNamespace(train_dir=train_dir, checkpoint_file="", batch_size=batch, num_readers=4,
                                top_k=20)
   model_flags = config.load_model_flags(train_dir)
-  graph, parts = inference._checkpoint_graph(opts, files, model_flags)
+  graph, parts = inference._checkpoint_graph(opts, files, model_flags, staged)
   batches = inference._batches_from_checkpoint(
       graph, parts, files, model_flags, checkpoints.choose(train_dir, "--train_dir", needed=parts["restored"]))
   next(batches)
   next(batches)
   steady_start, videos = time.perf_counter(), 0
-  for video_ids, _, _, _ in batches:
+  for video_ids, _, _, _, _, _ in batches:
     videos += len(video_ids)
     if time.perf_counter() - steady_start >= seconds:
       break
@@ -279,6 +285,16 @@ def main(argv=None):
       rate = inference_rate(runs[name], repeated, size["batch"], size["inference_secs"])
       log("inference %s: %.1f videos/s" % (name, rate))
       row("inference %s (steady state)" % name, rate, "videos", 2.0 * macs[name])
+    any_k = os.path.join(work, "student_any_k")
+    any_k_flags = write_initial_run(any_k, flags + ["--train_dir=" + any_k, "--model_type=student",
+                                                    "--k_frame_choices=" + ",".join(map(str, EXIT_STAGES))])
+    for what, rule, threshold, stages_read in EXIT_ENDS:
+      staged = early_exit.Staged(any_k_flags, EXIT_STAGES, rule, threshold)
+      rate = inference_rate(any_k, repeated, size["batch"], size["inference_secs"], staged)
+      log("inference any-k, %s: %.1f videos/s" % (what, rate))
+      spent = EXIT_STAGES[stages_read - 1] * staged.model.frame_macs() + stages_read * staged.model.head_macs(
+          size["classes"])
+      row("inference any-k, %s (steady state)" % what, rate, "videos", 2.0 * spent)
 
   if rows:
     print("\n| what | rate | per item | GFLOP/s | of matmul |\n|---|---|---|---|---|")
@@ -308,6 +324,11 @@ def main(argv=None):
       ratios.append(("inference k=%d / teacher videos/s" % k, results["inference student k=%d (steady state)" % k]
                      / results["inference teacher (steady state)"], ">= %g" % target,
                      lambda r, t=target: r >= t))
+    for what, k in (("exit at stage 1", 6), ("every stage", 30)):
+      for reference_name in ("student k=%d" % k, "teacher"):
+        ratios.append(("inference any-k %s / %s videos/s" % (what, reference_name),
+                       results["inference any-k, %s (steady state)" % what]
+                       / results["inference %s (steady state)" % reference_name], "", None))
   if ratios:
     print("\n| ratio | measured | target |\n|---|---|---|")
     for what, value, target, check in ratios:

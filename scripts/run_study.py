@@ -301,6 +301,24 @@ def evaluate_all(name, train_dir, data):
   return curve
 
 
+def train_run(args, data, name, k, seed, flags, caches, steps, progress=""):
+  """Trains (or resumes) run <name>[_k<k>]_seed<seed> of the study with `flags` for `steps` steps (a
+  serial KD run from the cache of its seed's teacher, written once into `caches`), then evaluates its
+  checkpoints; returns (its train_dir, evaluate_all's curve)."""
+  run_name = (name if k is None else "%s_k%d" % (name, k)) + "_seed%d" % seed
+  train_dir = os.path.join(args.out_dir, "runs", run_name)
+  argv = common_flags(args, data, seed) + flags
+  if k is not None:
+    argv.append("--k_frame=%d" % k)
+  if "--model_type=kd" in flags and "--kd_mode=parallel" not in flags:
+    if seed not in caches:
+      caches[seed] = teacher_cache_dir(args, data, seed)
+    argv += ["--teacher_checkpoint=" + teacher_dir(args, seed), "--teacher_cache=" + caches[seed]]
+  log("%s%s" % (progress, run_name))
+  run_training(run_name, train_dir, argv, steps)
+  return train_dir, evaluate_all(run_name, train_dir, data)
+
+
 # -- reports -------------------------------------------------------------------------------------------
 METRICS = (("gap", "GAP"), ("map", "mAP"), ("hit_at_one", "Hit@1"), ("perr", "PERR"))
 
@@ -435,20 +453,8 @@ def main(argv=None):
   results, curves, labels, caches = {}, [], dict((n, l) for n, l, _ in students), {}
   labels["teacher"] = "teacher (all frames)"
   for index, (name, k, seed, flags) in enumerate(plan):
-    run_name = name if k is None else "%s_k%d" % (name, k)
-    run_name += "_seed%d" % seed
-    train_dir = os.path.join(args.out_dir, "runs", run_name)
-    argv = common_flags(args, data, seed) + flags
-    if k is not None:
-      argv.append("--k_frame=%d" % k)
-    if "--model_type=kd" in flags and "--kd_mode=parallel" not in flags:
-      if seed not in caches:
-        caches[seed] = teacher_cache_dir(args, data, seed)
-      argv += ["--teacher_checkpoint=" + teacher_dir(args, seed), "--teacher_cache=" + caches[seed]]
     steps = args.teacher_steps if k is None else args.student_steps
-    log("[%d/%d] %s" % (index + 1, len(plan), run_name))
-    run_training(run_name, train_dir, argv, steps)
-    curve = evaluate_all(run_name, train_dir, data)
+    _, curve = train_run(args, data, name, k, seed, flags, caches, steps, "[%d/%d] " % (index + 1, len(plan)))
     results.setdefault(name, {}).setdefault(k, []).append(curve[-1])
     if seed == 0:
       curves.append((labels[name], {"k": k, "metrics": curve}))

@@ -15,7 +15,8 @@ import model_utils
 from helpers import ROOT
 from utils import InputError
 
-PROGRAMS = ("train", "eval", "inference", "export_model", "cache_teacher", "import_checkpoint", "precise_bn")
+PROGRAMS = ("train", "eval", "inference", "export_model", "cache_teacher", "import_checkpoint", "precise_bn",
+            "early_exit")
 MODEL_FILES = ("nextvlad.py", "netvlad.py", "hrnn.py", "frame_level_models.py", "video_level_models.py")
 
 
@@ -52,7 +53,8 @@ def test_flags_have_one_home():
       owners[name] = module
   for shared in ("train_dir", "checkpoint_file", "teacher_checkpoint", "input_data_pattern", "top_k",
                  "batch_size", "gradient_clipping", "kd_regularization", "kd_teacher_is_training",
-                 "output_dir", "precise_bn_batches"):
+                 "output_dir", "precise_bn_batches", "teacher_cache", "k_frame_choices", "exit_rule",
+                 "exit_threshold", "exit_stages"):
     assert owners[shared] == "config", shared
 
 
@@ -85,13 +87,13 @@ def test_every_program_uses_the_one_harness():
   """Each flag-driven program's main is utils.flag_program(run) and its __main__ block utils.run_cli;
   the argparse scripts and benchmarks run through utils.run_cli as well."""
   for path in ("train.py", "eval.py", "inference.py", "export_model.py", "cache_teacher.py",
-               "precise_bn.py", "scripts/import_checkpoint.py"):
+               "precise_bn.py", "scripts/import_checkpoint.py", "early_exit.py"):
     text = open(os.path.join(ROOT, path)).read()
     assert "main = utils.flag_program(" in text and "FLAGS(argv)" not in text, path
   scripts = [os.path.join(folder, name) for folder in ("scripts", "bench")
              for name in os.listdir(os.path.join(ROOT, folder)) if name.endswith(".py")]
   assert len(scripts) >= 10
   for path in scripts + ["train.py", "eval.py", "inference.py", "export_model.py", "cache_teacher.py",
-                         "precise_bn.py"]:
+                         "precise_bn.py", "early_exit.py"]:
     tail = open(os.path.join(ROOT, path)).read().split('if __name__ == "__main__":')[-1]
     assert tail.strip().startswith("utils.run_cli(main, sys.argv"), path
