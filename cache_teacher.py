@@ -52,13 +52,14 @@ def _open_manifest(cache_dir, header):
   tf.io.gfile.makedirs(cache_dir)
   if not tf.io.gfile.exists(teacher_cache.manifest_path(cache_dir)):
     return dict(header, shards={})
-  existing = teacher_cache.TeacherCache(cache_dir, "--cache_dir").manifest
+  cache = teacher_cache.TeacherCache(cache_dir, "--cache_dir")
+  existing = dict(cache.manifest, teacher_model_flags=cache.teacher_flags)
   changed = ["%s %s (cache has %s)" % (key, header[key], existing.get(key))
              for key in sorted(header) if header[key] != existing.get(key)]
   if changed:
     raise InputError("--cache_dir=%s holds a cache made otherwise: %s; use another --cache_dir"
                      % (cache_dir, "; ".join(changed)))
-  return existing
+  return cache.manifest
 
 
 def _teacher_graph(teacher_flags, logits, batch_size):

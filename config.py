@@ -310,6 +310,12 @@ def load_model_flags(train_dir):
   missing = [name for name in ("model_type", "model", "num_classes") if name not in recorded]
   if missing:
     raise InputError("%s lacks %s: expected the model flags train.py writes" % (path, ", ".join(missing)))
+  return with_legacy_flags(recorded)
+
+
+def with_legacy_flags(recorded):
+  """Model flags recorded by earlier code (model_flags.json, a cache manifest), with the value the code
+  had before each flag existed for the keys they lack."""
   return dict(LEGACY_MODEL_FLAGS, **recorded)
 
 

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+import config
 import readers
 import utils
 from utils import InputError
@@ -80,7 +81,7 @@ class TeacherCache(object):
                        % (path, ", ".join(missing)))
     self.cache_dir, self.flag_name, self.manifest = cache_dir, flag_name, manifest
     self.teacher_checkpoint = manifest["teacher_checkpoint"]
-    self.teacher_flags = manifest["teacher_model_flags"]
+    self.teacher_flags = config.with_legacy_flags(manifest["teacher_model_flags"])
     self.precise_bn = manifest.get("precise_bn")   # precise_bn.record() of the teacher cached, or None
     self.sizes = {name: manifest["sizes"][name] for name in OUTPUTS if name in manifest["sizes"]}
 

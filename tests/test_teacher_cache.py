@@ -117,6 +117,12 @@ def test_cache_writer_resumes_shard_by_shard_and_refuses_other_settings(frame_da
   assert os.stat(shards[0]).st_mtime_ns == stamp, "a finished shard is not written again"
   assert [open(path, "rb").read() for path in shards] == before
   assert not [name for name in os.listdir(cache_dir) if name.endswith(".tmp")]
+  # A cache written before a model flag existed lacks its key: the flag's earlier value stands for it.
+  manifest = json.load(open(teacher_cache.manifest_path(cache_dir)))
+  del manifest["teacher_model_flags"]["moe_prob_gating"]
+  json.dump(manifest, open(teacher_cache.manifest_path(cache_dir), "w"))
+  write_cache(frame_data, teacher_dir, cache_dir)
+  assert teacher_cache.TeacherCache(cache_dir, "--teacher_cache").teacher_flags["moe_prob_gating"] is False
   with pytest.raises(InputError, match="--cache_dir=.*resume holds a cache made otherwise: dtype float16 "
                                        r"\(cache has float32\); use another --cache_dir"):
     write_cache(frame_data, teacher_dir, cache_dir, "--cache_dtype=float16")
