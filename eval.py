@@ -21,6 +21,7 @@ import checkpoints
 import config
 import eval_util
 import model_utils
+import precision
 import readers
 import utils
 
@@ -40,12 +41,13 @@ class Evaluator(object):
   """The evaluation graph of one train_dir, reusable for every checkpoint of that run."""
 
   def __init__(self, train_dir, data_pattern, batch_size=1024, top_k=20, num_readers=4,
-               log_every_batches=20):
+               log_every_batches=20, mixed_precision="none"):
     self.train_dir = train_dir
     self.model_flags = config.load_model_flags(train_dir)
     self.files = readers.resolve_files(data_pattern, "--eval_data_pattern")
     self.top_k = top_k
     self.log_every_batches = log_every_batches
+    self.mixed_precision = mixed_precision   # a resolved precision (precision.resolve)
     self.graph = tf.Graph()
     with self.graph.as_default():
       parts = model_utils.build_evaluation_graph(self.model_flags, self.files, batch_size, num_readers)
@@ -57,7 +59,7 @@ class Evaluator(object):
       self.global_step = parts["global_step"]
       self.needed = parts["restored"]  # the checkpoint tensors a restore reads
     self.graph.finalize()
-    self.sess = tf.Session(graph=self.graph)
+    self.sess = tf.Session(graph=self.graph, config=precision.session_config(mixed_precision))
 
   def evaluate(self, checkpoint):
     """Restores `checkpoint`, runs one pass, returns the metrics dict."""
@@ -81,7 +83,8 @@ class Evaluator(object):
                "gap": float(result["gap"]), "map": float(result["map"]),
                "hit_at_one": float(result["avg_hit_at_one"]), "perr": float(result["avg_perr"]),
                "loss": float(result["avg_loss"]), "checkpoint": checkpoint,
-               "videos_per_sec": videos / max(seconds, 1e-9), "videos_without_frames": empty}
+               "videos_per_sec": videos / max(seconds, 1e-9), "videos_without_frames": empty,
+               "mixed_precision": self.mixed_precision}
     if empty:
       tf.logging.warning("%d of the %d videos have 0 frames: evaluated on the model's output for an "
                          "input without frames.", empty, videos)
@@ -161,7 +164,7 @@ def run(opts):
   new checkpoints; returns the list of metrics dicts."""
   config.check_passed_flags(config.load_model_flags(opts.train_dir), opts, opts.train_dir)
   evaluator = Evaluator(opts.train_dir, opts.eval_data_pattern, opts.batch_size, opts.top_k,
-                        opts.num_readers, opts.log_every_batches)
+                        opts.num_readers, opts.log_every_batches, precision.resolve(opts.mixed_precision))
   if opts.checkpoint_file or opts.run_once:
     checkpoint = checkpoints.choose(opts.checkpoint_file or opts.train_dir,
                                     "--checkpoint_file" if opts.checkpoint_file else "--train_dir",
