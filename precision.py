@@ -10,6 +10,8 @@ config every program builds (session_config), and dynamic loss scaling for float
 - Both rewrites keep the variables float32 (their reads are cast), and keep float32 the ops of their
   deny lists (Softmax, Log, Exp, Sum, Mean, the losses, ...): the optimizer's slots, the loss sums and
   the metrics stay float32, and a checkpoint is the same whatever precision wrote it.
+- precise_bn.py (and the teacher statistics train.py and cache_teacher.py have it recompute) runs
+  float32: population statistics are sums over many batches.
 
 Where the hardware is missing (resolve): bfloat16 on a CPU without AVX512-BF16 or AMX-BF16, or with
 oneDNN off, and float16 without a GPU, run float32 after one warning line (docs/BENCHMARKS.md measured

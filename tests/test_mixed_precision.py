@@ -167,17 +167,17 @@ def test_bfloat16_cache_is_read_back_as_float32(tmp_path):
   np.testing.assert_array_equal(parsed["teacher_representation"], expected)
 
 
-@NATIVE
 @pytest.mark.slow
-def test_bfloat16_training_runs_its_matmuls_in_bfloat16(frame_data, tmp_path):
-  train_dir = tmp_path / "bf16_native"
+@pytest.mark.parametrize("mode", [pytest.param("bfloat16", marks=NATIVE), pytest.param("float16", marks=GPU)])
+def test_training_and_eval_in_16_bits_where_the_hardware_has_them(frame_data, tmp_path, mode):
+  train_dir = tmp_path / mode
   train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=20",
-                        "--mixed_precision=bfloat16"))
-  assert json.load(open(str(train_dir / "model_flags.json")))["mixed_precision"] == "bfloat16"
-  evaluator = eval_lib.Evaluator(str(train_dir), frame_data["validate"], 64, mixed_precision="bfloat16")
+                        "--mixed_precision=" + mode))
+  assert json.load(open(str(train_dir / "model_flags.json")))["mixed_precision"] == mode
+  evaluator = eval_lib.Evaluator(str(train_dir), frame_data["validate"], 64, mixed_precision=mode)
   result = evaluator.evaluate(tf.train.latest_checkpoint(str(train_dir)))
-  assert result["mixed_precision"] == "bfloat16" and np.isfinite(result["loss"]) and 0 < result["gap"] <= 1
-  assert "bfloat16" in _matmul_types(evaluator)
+  assert result["mixed_precision"] == mode and np.isfinite(result["loss"]) and 0 < result["gap"] <= 1
+  assert mode in _matmul_types(evaluator)
 
 
 def _matmul_types(evaluator):
@@ -189,15 +189,3 @@ def _matmul_types(evaluator):
   return {tf.as_dtype(node.attr["T"].type).name for graph in run_metadata.partition_graphs
           for node in graph.node if "MatMul" in node.op and "T" in node.attr}
 
-
-@GPU
-@pytest.mark.slow
-def test_float16_training_on_a_gpu_runs_its_matmuls_in_float16(frame_data, tmp_path):
-  train_dir = tmp_path / "fp16_gpu"
-  train.main(train_args(frame_data, train_dir, "--model_type=teacher", "--max_steps=20",
-                        "--mixed_precision=float16"))
-  assert json.load(open(str(train_dir / "model_flags.json")))["mixed_precision"] == "float16"
-  evaluator = eval_lib.Evaluator(str(train_dir), frame_data["validate"], 64, mixed_precision="float16")
-  result = evaluator.evaluate(tf.train.latest_checkpoint(str(train_dir)))
-  assert np.isfinite(result["loss"]) and 0 < result["gap"] <= 1
-  assert "float16" in _matmul_types(evaluator)
