@@ -187,7 +187,7 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
                                              opts.learning_rate_decay, staircase=True)
   optimizer = tf.train.AdamOptimizer(learning_rate)
   with tf.device(devices[0]):  # a worker's own (local variables, not checkpointed)
-    scaling = precision.loss_scale(model_flags["mixed_precision"])
+    scaling = precision.loss_scale(model_flags.get("mixed_precision", "none"))   # prepare() sets it
   kd = model_flags["model_type"] == "kd"
   parallel = kd and opts.kd_mode == "parallel"
   splits = {key: tf.split(value, num_towers) for key, value in batch.items() if key != "video_ids"}
