@@ -2,7 +2,7 @@
 shard, for serial KD runs that read them instead of running the teacher (train.py --teacher_cache=DIR).
 
   python cache_teacher.py --teacher_checkpoint=RUN --input_data_pattern='/data/train*.tfrecord' \
-      --cache_dir=DIR [--cache_dtype=float16] [--cache_logits=False]
+      --cache_dir=DIR [--cache_dtype=float16] [--cache_logits=False] [--mixed_precision=bfloat16]
 
 The teacher is rebuilt from its own model_flags.json and reads its frames as a live KD teacher does
 (all frames, its own preprocessing) in inference mode. The format is described in teacher_cache.py.
@@ -22,6 +22,7 @@ import config
 import kd_teacher
 import model_utils
 import precise_bn
+import precision
 import readers
 import teacher_cache
 import utils
@@ -33,18 +34,19 @@ flags = tf.flags
 # per teacher batch) are config.py's.
 flags.DEFINE_string("cache_dir", "", "Directory of the cache shards and manifest.json.")
 flags.DEFINE_enum("cache_dtype", "float32", list(teacher_cache.DTYPES),
-                  "float32 (exactly the live teacher's values) or float16 (half the size).",
+                  "float32 (exactly the live teacher's values), float16 or bfloat16 (half the size; "
+                  "bfloat16 keeps float32's range with 8 bits of mantissa, float16 11 bits).",
                   case_sensitive=False)
 flags.DEFINE_bool("cache_logits", True, "Also cache the teacher's logits (needed by --pred_loss=kl).")
 PROGRESS_SECS = 10.0
 PRECISE_BN_DIR = "teacher_precise_bn"   # in the cache directory
 
 
-def _manifest_header(checkpoint, teacher_flags, opts, sizes, precise):
+def _manifest_header(checkpoint, teacher_flags, opts, sizes, precise, mixed_precision):
   step = int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
   return {"format": teacher_cache.FORMAT_VERSION, "teacher_checkpoint": os.path.abspath(checkpoint),
           "global_step": step, "teacher_model_flags": teacher_flags, "dtype": opts.cache_dtype,
-          "sizes": sizes, "precise_bn": precise}
+          "sizes": sizes, "precise_bn": precise, "mixed_precision": mixed_precision}
 
 
 def _open_manifest(cache_dir, header):
@@ -53,13 +55,14 @@ def _open_manifest(cache_dir, header):
   if not tf.io.gfile.exists(teacher_cache.manifest_path(cache_dir)):
     return dict(header, shards={})
   cache = teacher_cache.TeacherCache(cache_dir, "--cache_dir")
-  existing = dict(cache.manifest, teacher_model_flags=cache.teacher_flags)
+  existing = dict(teacher_cache.LEGACY_MANIFEST, **cache.manifest)
+  existing["teacher_model_flags"] = cache.teacher_flags
   changed = ["%s %s (cache has %s)" % (key, header[key], existing.get(key))
              for key in sorted(header) if header[key] != existing.get(key)]
   if changed:
     raise InputError("--cache_dir=%s holds a cache made otherwise: %s; use another --cache_dir"
                      % (cache_dir, "; ".join(changed)))
-  return cache.manifest
+  return existing
 
 
 def _teacher_graph(teacher_flags, logits, batch_size):
@@ -104,7 +107,9 @@ def run(opts):
   counts = reader.validate_files(files)
   precise = (precise_bn.record(checkpoint, opts.input_data_pattern, opts.precise_bn_batches, opts.batch_size, 0)
              if opts.precise_bn_batches and precise_bn.applies(checkpoint) else None)
-  manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes, precise))
+  mixed_precision = precision.resolve(opts.mixed_precision)
+  manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes, precise,
+                                                             mixed_precision))
   restored = checkpoint
   if precise:  # the teacher cached has its batch-norm statistics recomputed from the data it is run on
     restored = precise_bn.recompute(checkpoint, opts.input_data_pattern, opts.precise_bn_batches,
@@ -117,10 +122,11 @@ def run(opts):
                        tf.io.gfile.exists(teacher_cache.shard_path(opts.cache_dir, f)))
   pending = [(f, n) for f, n in zip(files, counts) if not done(f, n)]
   total = sum(n or 0 for _, n in pending)
-  tf.logging.info("Caching %s (step %d) over %d of %d shard(s), %d videos, into %s (%s).", checkpoint,
-                  manifest["global_step"], len(pending), len(files), total, opts.cache_dir, opts.cache_dtype)
+  tf.logging.info("Caching %s (step %d) over %d of %d shard(s), %d videos, into %s (%s, teacher run in %s).",
+                  checkpoint, manifest["global_step"], len(pending), len(files), total, opts.cache_dir,
+                  opts.cache_dtype, "float32" if mixed_precision == "none" else mixed_precision)
   graph.finalize()
-  with tf.Session(graph=graph) as sess:
+  with tf.Session(graph=graph, config=precision.session_config(mixed_precision)) as sess:
     saver.restore(sess, restored)
     start, written, last_log = time.time(), 0, time.time()
     for index, (data_file, count) in enumerate(pending):

@@ -17,6 +17,7 @@ import frame_level_models
 import hrnn
 import layers
 import losses
+import precision
 import readers
 import utils
 import video_level_models
@@ -52,7 +53,11 @@ LEGACY_MODEL_FLAGS = {"weight_init": "glorot", "batchnorm_decay": 0.99, "bn_mask
                       "netvlad_hidden_size": 1024, "gating": True, "lightvlad": False, "lstm_cells": 1024,
                       "lstm_layers": 2, "iterations": 30, "dbof_cluster_size": 8192, "dbof_hidden_size": 1024,
                       "dbof_pooling_method": "max", "dbof_add_batch_norm": True, "rep_projection": False,
-                      "moe_prob_gating": False, "k_frame_choices": []}
+                      "moe_prob_gating": False, "k_frame_choices": [], "mixed_precision": "none"}
+# Recorded in model_flags.json beside the model flags, not one of them: the precision the run's latest
+# training session ran in (precision.resolve). The graph and the checkpoint are the same in every
+# precision, so it is neither compared on resume nor imposed on eval and inference (their own
+# --mixed_precision decides).
 
 
 def _finite(value):
@@ -263,6 +268,12 @@ flags.DEFINE_integer("precise_bn_batches", 0,
                      "Recompute a frozen teacher's batch-norm statistics from this many training batches "
                      "before it is used (precise_bn.py; train.py --model_type=kd, cache_teacher.py); 0: "
                      "use its moving averages as trained.", lower_bound=0)
+_enum("mixed_precision", "none", precision.MODES,
+      "none (float32, the seed's), bfloat16 (grappler's oneDNN rewrite of the CPU ops) or float16 "
+      "(grappler's rewrite of the GPU ops; training scales its loss dynamically): the matmuls and the "
+      "ops between them in 16 bits, variables, optimizer slots, losses and metrics float32 "
+      "(precision.py). Without the hardware (a CPU without AVX512-BF16/AMX-BF16, no GPU) one warning "
+      "line, then float32. train.py, eval.py, inference.py, cache_teacher.py.")
 flags.DEFINE_integer("top_k", 20, "Classes per video kept (GAP/mAP in eval, the CSV, the export).",
                      lower_bound=1)
 

@@ -25,6 +25,7 @@ import config
 import early_exit
 import eval_util
 import model_utils
+import precision
 import readers
 import utils
 
@@ -44,9 +45,10 @@ class Evaluator(object):
   """The evaluation graph of one train_dir, reusable for every checkpoint of that run."""
 
   def __init__(self, train_dir, data_pattern, batch_size=1024, top_k=20, num_readers=4,
-               log_every_batches=20, model_flags=None, staged=None):
+               log_every_batches=20, model_flags=None, staged=None, mixed_precision="none"):
     """`model_flags` (default: the run's) and `staged` (an early_exit.Staged: early exit) choose what
-    is evaluated; results go to train_dir/<early_exit.eval_folder>."""
+    is evaluated; results go to train_dir/<early_exit.eval_folder>. `mixed_precision`: a resolved
+    precision (precision.resolve)."""
     self.train_dir = train_dir
     recorded = config.load_model_flags(train_dir)
     self.model_flags = model_flags or recorded
@@ -54,6 +56,7 @@ class Evaluator(object):
     self.files = readers.resolve_files(data_pattern, "--eval_data_pattern")
     self.top_k = top_k
     self.log_every_batches = log_every_batches
+    self.mixed_precision = mixed_precision   # a resolved precision (precision.resolve)
     self.graph = tf.Graph()
     with self.graph.as_default():
       parts = model_utils.build_evaluation_graph(self.model_flags, self.files, batch_size, num_readers,
@@ -68,7 +71,7 @@ class Evaluator(object):
       self.global_step = parts["global_step"]
       self.needed = parts["restored"]  # the checkpoint tensors a restore reads
     self.graph.finalize()
-    self.sess = tf.Session(graph=self.graph)
+    self.sess = tf.Session(graph=self.graph, config=precision.session_config(mixed_precision))
 
   def evaluate(self, checkpoint):
     """Restores `checkpoint`, runs one pass, returns the metrics dict."""
@@ -94,7 +97,8 @@ class Evaluator(object):
                "gap": float(result["gap"]), "map": float(result["map"]),
                "hit_at_one": float(result["avg_hit_at_one"]), "perr": float(result["avg_perr"]),
                "loss": float(result["avg_loss"]), "checkpoint": checkpoint,
-               "videos_per_sec": videos / max(seconds, 1e-9), "videos_without_frames": empty}
+               "videos_per_sec": videos / max(seconds, 1e-9), "videos_without_frames": empty,
+               "mixed_precision": self.mixed_precision}
     summary.update(frames.summary())
     if empty:
       tf.logging.warning("%d of the %d videos have 0 frames: evaluated on the model's output for an "
@@ -177,7 +181,8 @@ def run(opts):
   model_flags = config.run_model_flags(opts.train_dir, opts)
   evaluator = Evaluator(opts.train_dir, opts.eval_data_pattern, opts.batch_size, opts.top_k,
                         opts.num_readers, opts.log_every_batches, model_flags,
-                        early_exit.staged_from_flags(model_flags, opts, opts.train_dir))
+                        early_exit.staged_from_flags(model_flags, opts, opts.train_dir),
+                        precision.resolve(opts.mixed_precision))
   if opts.checkpoint_file or opts.run_once:
     checkpoint = checkpoints.choose(opts.checkpoint_file or opts.train_dir,
                                     "--checkpoint_file" if opts.checkpoint_file else "--train_dir",

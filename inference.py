@@ -28,6 +28,7 @@ import checkpoints
 import config
 import early_exit
 import model_utils
+import precision
 import readers
 import utils
 from utils import InputError
@@ -103,10 +104,11 @@ def _checkpoint_graph(opts, files, model_flags, staged=None):
   return graph, parts
 
 
-def _batches_from_checkpoint(graph, parts, files, model_flags, checkpoint):
+def _batches_from_checkpoint(graph, parts, files, model_flags, checkpoint, mixed_precision="none"):
   """Yields (video_ids, class_indexes, scores, predictions, frames_read, macs) per batch from a
-  train_dir checkpoint, restored into _checkpoint_graph's graph and parts."""
-  with tf.Session(graph=graph) as sess:
+  train_dir checkpoint, restored into _checkpoint_graph's graph and parts, in `mixed_precision` (a
+  resolved precision)."""
+  with tf.Session(graph=graph, config=precision.session_config(mixed_precision)) as sess:
     parts["saver"].restore(sess, checkpoint)
     sess.run(parts["iterator_init"])
     tf.logging.info("Predicting with %s (%s reading %s frames).", checkpoint,
@@ -115,14 +117,15 @@ def _batches_from_checkpoint(graph, parts, files, model_flags, checkpoint):
       yield values
 
 
-def _batches_from_saved_model(opts, files):
+def _batches_from_saved_model(opts, files, mixed_precision="none"):
   """Yields (video_ids, class_indexes, scores, scores, frames_read, macs) per batch from an exported
-  SavedModel (the last two None if its signature lacks them: an export older than early exit)."""
+  SavedModel (the last two None if its signature lacks them: an export older than early exit), in
+  `mixed_precision` (a resolved precision)."""
   graph = tf.Graph()
   with graph.as_default():
     records = tf.data.make_one_shot_iterator(
         tf.data.TFRecordDataset(files).batch(opts.batch_size)).get_next()
-  with tf.Session(graph=graph) as sess:
+  with tf.Session(graph=graph, config=precision.session_config(mixed_precision)) as sess:
     meta = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING], opts.saved_model_dir)
     signature = meta.signature_def[tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY]
     inputs = signature.inputs["example_bytes"].name
@@ -138,10 +141,11 @@ def run(opts):
   if not opts.output_file:
     raise InputError("--output_file is empty: expected the path of the CSV to write")
   files = readers.resolve_files(opts.input_data_pattern, "--input_data_pattern")
+  mixed_precision = precision.resolve(opts.mixed_precision)
   if opts.saved_model_dir:
     if not tf.io.gfile.exists(os.path.join(opts.saved_model_dir, "saved_model.pb")):
       raise InputError("--saved_model_dir=%s holds no saved_model.pb" % opts.saved_model_dir)
-    source, batches = opts.saved_model_dir, _batches_from_saved_model(opts, files)
+    source, batches = opts.saved_model_dir, _batches_from_saved_model(opts, files, mixed_precision)
     frames = early_exit.FrameCount(None)
   else:
     train_dir = (unpack_model_tgz(opts.input_model_tgz, opts.untar_model_dir) if opts.input_model_tgz
@@ -158,7 +162,7 @@ def run(opts):
                                 needed=parts["restored"])
     if opts.output_model_tgz:
       write_model_tgz(opts.output_model_tgz, source, train_dir)
-    batches = _batches_from_checkpoint(graph, parts, files, model_flags, source)
+    batches = _batches_from_checkpoint(graph, parts, files, model_flags, source, mixed_precision)
   tf.io.gfile.makedirs(os.path.dirname(os.path.abspath(opts.output_file)))
   start, count = time.time(), 0
   with utils.atomic_output(opts.output_file) as tmp:

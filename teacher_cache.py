@@ -4,9 +4,10 @@ and read beside the data by serial KD runs (train.py --model_type=kd --teacher_c
 A cache directory holds `manifest.json` and one cache shard per data shard, under the data shard's file
 name. A cache shard is a TFRecord file of tf.train.Example records in the data shard's record order:
 `id` (the video id), `predictions`, `representation` and, unless written with --cache_logits=False,
-`logits`, each the little-endian bytes of a float32 or float16 vector (the manifest's `dtype`). The
-manifest names the teacher checkpoint (path and global step), the teacher's model_flags, the dtype, the
-vector sizes and every shard's record count and source file.
+`logits`, each the little-endian bytes of a float32, float16 or bfloat16 vector (the manifest's
+`dtype`; float32 values rounded to nearest, ties to even). The manifest names the teacher checkpoint
+(path and global step), the teacher's model_flags, the dtype, the precision the teacher ran in
+(`mixed_precision`), the vector sizes and every shard's record count and source file.
 
 A KD run reads data shard i together with cache shard i, record by record, and checks every record's
 id before shuffling (readers.py), so interleaving, shuffling and distributed workers work as for plain
@@ -26,9 +27,10 @@ from utils import InputError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "bfloat16")
 OUTPUTS = ("predictions", "logits", "representation")
 MANIFEST_KEYS = ("teacher_checkpoint", "global_step", "teacher_model_flags", "sizes", "shards")
+LEGACY_MANIFEST = {"mixed_precision": "none"}   # what a manifest written before the key was made with
 
 
 def check_usable(opts):
@@ -58,8 +60,9 @@ def encode(video_id, outputs, dtype):
   example = tf.train.Example()
   feature = example.features.feature
   feature["id"].bytes_list.value.append(video_id)
+  numpy_dtype = np.dtype(tf.as_dtype(dtype).as_numpy_dtype).newbyteorder("<")  # bfloat16: ml_dtypes's type
   for name, values in outputs.items():
-    feature[name].bytes_list.value.append(np.asarray(values, np.dtype(dtype).newbyteorder("<")).tobytes())
+    feature[name].bytes_list.value.append(np.asarray(values, numpy_dtype).tobytes())
   return example.SerializeToString()
 
 

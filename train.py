@@ -23,6 +23,7 @@ import eval_util
 import kd_losses
 import kd_teacher
 import model_utils
+import precision
 import readers
 import utils
 from utils import InputError
@@ -119,7 +120,7 @@ VARIABLE_OPS = ("Variable", "VariableV2", "VarHandleOp")
 def tower_placement(tower_device, worker_device, cluster, local_scopes=()):
   """Device function of one tower: its ops on `tower_device`; variables on the parameter servers
   (distributed) or on this worker's CPU (shared by the local towers), except those of
-  `local_scopes` (a serial KD teacher), which every worker keeps on its own CPU."""
+  `local_scopes` (a serial KD teacher, the float16 loss scale), which every worker keeps on its own CPU."""
   ps_setter = tf.train.replica_device_setter(cluster=cluster) if cluster is not None else None
   worker_cpu = "%s/device:CPU:0" % worker_device
 
@@ -183,6 +184,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
                                              opts.learning_rate_decay_examples,
                                              opts.learning_rate_decay, staircase=True)
   optimizer = tf.train.AdamOptimizer(learning_rate)
+  with tf.device(devices[0]):  # a worker's own (local variables, not checkpointed)
+    scaling = precision.loss_scale(model_flags.get("mixed_precision", "none"))   # prepare() sets it
   kd = model_flags["model_type"] == "kd"
   parallel = kd and opts.kd_mode == "parallel"
   splits = {key: tf.split(value, num_towers) for key, value in batch.items() if key != "video_ids"}
@@ -221,7 +224,7 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
         terms["regularization"] = tf.add_n(regularization)
         loss += opts.regularization_penalty * terms["regularization"]
       terms["total"] = loss
-      tower_grads.append(optimizer.compute_gradients(loss, var_list=tf.trainable_variables(),
+      tower_grads.append(optimizer.compute_gradients(scaling.scaled(loss), var_list=tf.trainable_variables(),
                                                      colocate_gradients_with_ops=True))
       tower_terms.append(terms)
       tower_outputs.append((student["predictions"],
@@ -229,12 +232,14 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
       if i == 0:  # Batch-norm statistics: updated once per step, from the first tower's batch.
         update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS, name_scope)
 
-  grads = clip_gradients(average_gradients(tower_grads), opts.clip_gradient_norm,
+  grads = clip_gradients(scaling.unscaled(average_gradients(tower_grads)), opts.clip_gradient_norm,
                          model_flags["gradient_clipping"])
   with tf.control_dependencies(update_ops):
-    train_op = optimizer.apply_gradients(grads, global_step=global_step)
+    train_op, applied = scaling.apply(lambda: optimizer.apply_gradients(grads, global_step=global_step), grads)
 
   losses = {name: tf.add_n([t[name] for t in tower_terms]) / num_towers for name in tower_terms[0]}
+  if applied is not None:  # float16: the loss scale S of the step, and whether its update was applied
+    losses["loss_scale"] = scaling.current
   for name, value in losses.items():
     tf.summary.scalar("loss/" + name if name != "total" else "loss", value)
   tf.summary.scalar("learning_rate", learning_rate)
@@ -244,6 +249,8 @@ def build_training_graph(model_flags, opts, batch, devices, teacher=kd_teacher.N
            "num_frames": batch["num_frames"]}
   if kd:
     fetch["teacher_predictions"] = tf.concat([t for _, t in tower_outputs], 0)
+  if applied is not None:
+    fetch["applied"] = applied
   return fetch
 
 
@@ -367,7 +374,8 @@ def build_graph(opts, model_flags, teacher, cluster):
   worker_device = cluster.worker_device
   with graph.as_default():
     tf.set_random_seed(opts.seed)
-    devices = [tower_placement(device, worker_device, cluster.spec, kd_teacher.local_scopes(teacher))
+    local_scopes = kd_teacher.local_scopes(teacher) + (precision.DynamicLossScale.SCOPE + "/",)
+    devices = [tower_placement(device, worker_device, cluster.spec, local_scopes)
                for device in tower_devices(opts.num_gpu, worker_device)]
     device_fn = (tf.train.replica_device_setter(worker_device=worker_device, cluster=cluster.spec)
                  if cluster.spec is not None else None)
@@ -392,7 +400,7 @@ def build_graph(opts, model_flags, teacher, cluster):
   return parts
 
 
-def open_session(opts, parts, cluster, latest):
+def open_session(opts, parts, cluster, latest, mixed_precision="none"):
   """A session over the graph: initialised, restored from `latest` (the chief: the checkpoint
   _check_train_dir chose), continued from live parameter servers (a restarted distributed chief) or
   waited for (other workers); the live teacher restored. Returns (session, what the run resumes from)."""
@@ -401,8 +409,8 @@ def open_session(opts, parts, cluster, latest):
                                             recovery_wait_secs=1)
   # A worker talks to the parameter servers and itself only, so it neither waits for nor depends on
   # the other workers (which may have finished already).
-  session_config = tf.ConfigProto(
-      allow_soft_placement=True,
+  session_config = precision.session_config(
+      mixed_precision, allow_soft_placement=True,
       device_filters=["/job:ps", cluster.worker_device] if cluster.spec is not None else None)
   sess = None
   if cluster.chief and cluster.spec is not None:
@@ -446,6 +454,7 @@ def prepare(opts):
     os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.visible_gpu)
   model_flags = model_utils.model_flags_from(opts.flag_values_dict() if hasattr(opts, "flag_values_dict")
                                              else vars(opts))
+  model_flags["mixed_precision"] = precision.resolve(opts.mixed_precision)
   cluster = Cluster(*cluster_from_tf_config())
   if cluster.task_type == "ps":
     server = tf.train.Server(cluster.spec, job_name="ps", task_index=cluster.task_index)
@@ -475,7 +484,7 @@ def prepare(opts):
         checkpoints.set_aside(opts.train_dir, latest)
       config.write_model_flags(opts.train_dir, model_flags)
       kd_teacher.write_record(opts.train_dir, teacher)
-    sess, resumed_from = open_session(opts, parts, cluster, latest)
+    sess, resumed_from = open_session(opts, parts, cluster, latest, model_flags["mixed_precision"])
     kd_teacher.log_restore(sess, parts.teacher_saver, teacher, opts)
   except BaseException:
     if lock is not None:
@@ -543,7 +552,8 @@ def train_loop(run):
   if opts.max_steps and step >= opts.max_steps:
     tf.logging.info("Global step %d already reached --max_steps=%d.", step, opts.max_steps)
   last_saved_step, last_save_time = step, time.time()
-  run_fetch = {k: v for k, v in fetch.items() if k in ("train_op", "global_step", "losses", "num_frames")}
+  run_fetch = {k: v for k, v in fetch.items() if k in ("train_op", "global_step", "losses", "num_frames",
+                                                            "applied")}
   log_fetch = {k: v for k, v in fetch.items() if k not in ("gradients", "learning_rate")}
   local_steps = 0                      # steps run by this worker (the global step counts all workers)
   window_start, window_local = time.time(), 0
@@ -584,6 +594,11 @@ def train_loop(run):
         raise Diverged("training diverged: loss term %r is %s at global step %d; stopped without "
                        "saving (newest checkpoint: %s, the last finite one); lower "
                        "--base_learning_rate or --clip_gradient_norm" % (bad + (step, newest())))
+      if not values.get("applied", True) and values["losses"]["loss_scale"] <= precision.DynamicLossScale.MIN_SCALE:
+        raise Diverged("training diverged: the float16 gradients after global step %d are not finite even "
+                       "at the smallest loss scale (%g); stopped without saving (newest checkpoint: %s); "
+                       "lower --base_learning_rate, or train with --mixed_precision=none"
+                       % (step, precision.DynamicLossScale.MIN_SCALE, newest()))
       empty = int(np.sum(values["num_frames"] == 0))
       if empty and not empty_videos:
         tf.logging.warning("The training data has videos with 0 frames (%d in the batch of global step "

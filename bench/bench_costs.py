@@ -14,9 +14,15 @@ one teacher forward pass for live KD) and as a fraction of the matmul rate;
   * every model family (at its published size) as a teacher and at each k: parameters,
     multiply-adds per video and measured ms/video at inference (scripts/model_costs.py).
 
+--precisions=float32,bfloat16 (or float16) measures the matmul, training (cache writer included) and
+inference parts in each precision (--mixed_precision), alternated model by model, each against the
+matmul rate of its own precision, and adds each rate's ratio to its float32 rate. A precision this
+machine lacks runs float32 after one warning line (precision.resolve) and is labelled so.
+
   .venv/bin/python bench/bench_costs.py              # full size: many minutes, run it on a quiet machine
   .venv/bin/python bench/bench_costs.py --small      # a tiny model and data set: seconds (tests)
   .venv/bin/python bench/bench_costs.py --parts=inference,startup   # a subset
+  .venv/bin/python bench/bench_costs.py --parts=matmul,train,inference --precisions=float32,bfloat16
 
 Training and inference use checkpoints written from freshly initialised weights (speed does not
 depend on their values); training is timed over steps after warm-up steps.
@@ -47,6 +53,7 @@ import early_exit  # noqa: E402
 import inference  # noqa: E402
 import model_costs  # noqa: E402
 import model_utils  # noqa: E402
+import precision  # noqa: E402
 import readers  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
@@ -72,6 +79,7 @@ SIZES = {
                             "DbofModel": ["--dbof_cluster_size=64", "--dbof_hidden_size=32"]}),
 }
 PARTS = ("matmul", "train", "inference", "startup", "families")
+PRECISIONS = {"float32": "none", "bfloat16": "bfloat16", "float16": "float16"}   # --precisions: the mode
 FAMILY_KS = (6, 30)  # the students of the families part
 EXIT_STAGES = [6, 10, 15, 20, 30]
 # The two ends of early exit: (row, --exit_rule, --exit_threshold, stages every video reads).
@@ -84,15 +92,16 @@ def log(message):
   print("[bench_costs %6.1f s] %s" % (time.time() - START, message), flush=True)
 
 
-def matmul_rates(sizes, repeats=5):
-  """Best float32 GFLOP/s of an n x n matmul per size (TensorFlow, this machine's threads)."""
+def matmul_rates(sizes, mixed_precision="none", repeats=5):
+  """Best GFLOP/s of an n x n float32 matmul per size (TensorFlow, this machine's threads), in a session
+  of `mixed_precision` (its rewrite casts the matmul to 16 bits)."""
   rates = {}
   for n in sizes:
     with tf.Graph().as_default():
       a = tf.Variable(tf.random.normal([n, n]))
       b = tf.Variable(tf.random.normal([n, n]))
       product = tf.reduce_sum(tf.matmul(a, b))  # a scalar comes back: the copy-out is not timed
-      with tf.Session() as sess:
+      with tf.Session(config=precision.session_config(mixed_precision)) as sess:
         sess.run(tf.global_variables_initializer())
         sess.run(product)
         best = min(_timed(lambda: sess.run(product)) for _ in range(repeats))
@@ -165,15 +174,16 @@ def seconds_per_step(argv, warmup, steps):
     run.sess.close()
 
 
-def inference_rate(train_dir, files, batch, seconds, staged=None):
+def inference_rate(train_dir, files, batch, seconds, staged=None, mixed_precision="none"):
   """Steady-state videos/s through inference.py's checkpoint path (reader, model or `staged` early exit,
-  top-k): timed from the third batch on, for `seconds` or until the data ends."""
+  top-k) in `mixed_precision`: timed from the third batch on, for `seconds` or until the data ends."""
   opts = types.SimpleNamespace(train_dir=train_dir, checkpoint_file="", batch_size=batch, num_readers=4,
                                top_k=20)
   model_flags = config.load_model_flags(train_dir)
   graph, parts = inference._checkpoint_graph(opts, files, model_flags, staged)
   batches = inference._batches_from_checkpoint(
-      graph, parts, files, model_flags, checkpoints.choose(train_dir, "--train_dir", needed=parts["restored"]))
+      graph, parts, files, model_flags, checkpoints.choose(train_dir, "--train_dir", needed=parts["restored"]),
+      mixed_precision)
   next(batches)
   next(batches)
   steady_start, videos = time.perf_counter(), 0
@@ -216,10 +226,21 @@ def main(argv=None):
   parser.add_argument("--small", action="store_true", help="A tiny model and data set (seconds).")
   parser.add_argument("--parts", default=",".join(PARTS), help="Comma-separated subset of %s." % ",".join(PARTS))
   parser.add_argument("--work_dir", default=None, help="Where to write data and runs (default: a temp dir).")
+  parser.add_argument("--precisions", default="float32",
+                      help="Comma-separated precisions of the matmul, train and inference parts, from %s; "
+                      "each measured in the same run, alternated, against the matmul rate of its own "
+                      "precision." % ",".join(PRECISIONS))
   args = parser.parse_args(argv)
   parts = args.parts.split(",")
   if set(parts) - set(PARTS):
     raise utils.InputError("--parts=%s: expected names from %s" % (args.parts, ",".join(PARTS)))
+  precisions = args.precisions.split(",")
+  if set(precisions) - set(PRECISIONS) or len(set(precisions)) != len(precisions):
+    raise utils.InputError("--precisions=%s: expected distinct names from %s" % (args.precisions, ",".join(PRECISIONS)))
+  # What each runs as here (precision.resolve: float32 after one warning where the hardware is missing).
+  modes = {p: precision.resolve(PRECISIONS[p], "--precisions") for p in precisions}
+  labels = {p: "" if p == "float32" else " [%s%s]" % (p, " ran as float32" if modes[p] == "none" else "")
+            for p in precisions}
   size = SIZES["small" if args.small else "full"]
   work = args.work_dir or tempfile.mkdtemp(prefix="bench_costs_")
   data_dir = os.path.join(work, "data")
@@ -241,60 +262,69 @@ def main(argv=None):
     macs[name] = model_costs.count(model_flags, config.frames_read(model_flags))[1]
   log("multiply-adds per video: " + ", ".join("%s %.3g" % item for item in macs.items()))
 
-  rows, results = [], {}
+  rows, results, reference = [], {}, {}
   if "matmul" in parts:
-    rates = matmul_rates(size["matmul"])
-    results["matmul"] = max(rates.values())
-    log("matmul: " + ", ".join("%d^2 %.1f GFLOP/s" % item for item in rates.items()))
-    rows.append(("TensorFlow fp32 matmul " + " / ".join("%d²" % n for n in rates), "", "",
-                 " / ".join("%.1f" % r for r in rates.values()), "100% (best)"))
-  reference = results.get("matmul")
+    for p in precisions:
+      rates = matmul_rates(size["matmul"], modes[p])
+      reference[p] = max(rates.values())
+      log("matmul%s: %s" % (labels[p], ", ".join("%d^2 %.1f GFLOP/s" % item for item in rates.items())))
+      rows.append(("TensorFlow fp32 matmul " + " / ".join("%d²" % n for n in rates) + labels[p], "", "",
+                   " / ".join("%.1f" % r for r in rates.values()), "100% (best)"))
 
-  def row(what, per_sec, unit, flops_per_item):
+  def row(what, p, per_sec, unit, flops_per_item):
     gflops = per_sec * flops_per_item / 1e9
-    rows.append((what, "%.1f %s/s" % (per_sec, unit), "%.1f ms" % (1000.0 / per_sec), "%.1f" % gflops,
-                 "%.0f%%" % (100 * gflops / reference) if reference else "–"))
-    results[what] = per_sec
+    rows.append((what + labels[p], "%.1f %s/s" % (per_sec, unit), "%.1f ms" % (1000.0 / per_sec), "%.1f" % gflops,
+                 "%.0f%%" % (100 * gflops / reference[p]) if p in reference else "–"))
+    results[what + labels[p]] = per_sec
 
   if "train" in parts:
-    cache_dir = os.path.join(work, "teacher_cache")
-    started = time.perf_counter()
-    cache_teacher.main(["cache_teacher.py", "--teacher_checkpoint=" + runs["teacher"],
-                        "--input_data_pattern=" + pattern, "--cache_dir=" + cache_dir,
-                        "--batch_size=%d" % size["batch"]])
-    cache_rate = size["videos"] / (time.perf_counter() - started)
-    trainings = [("train teacher", roles["teacher"], 6.0 * macs["teacher"]),
-                 ("train student k=30", roles["student k=30"], 6.0 * macs["student k=30"]),
-                 ("train student k=6", roles["student k=6"], 6.0 * macs["student k=6"]),
-                 ("train KD k=30, live teacher", ["--model_type=kd", "--k_frame=30",
-                                                  "--teacher_checkpoint=" + runs["teacher"]],
+    caches, cache_rates = {}, {}
+    for p in precisions:
+      caches[p] = os.path.join(work, "teacher_cache" + ("" if p == "float32" else "_" + p))
+      started = time.perf_counter()
+      cache_teacher.main(["cache_teacher.py", "--teacher_checkpoint=" + runs["teacher"],
+                          "--input_data_pattern=" + pattern, "--cache_dir=" + caches[p],
+                          "--batch_size=%d" % size["batch"], "--mixed_precision=" + modes[p]])
+      cache_rates[p] = size["videos"] / (time.perf_counter() - started)
+    trainings = [("train teacher", lambda p: roles["teacher"], 6.0 * macs["teacher"]),
+                 ("train student k=30", lambda p: roles["student k=30"], 6.0 * macs["student k=30"]),
+                 ("train student k=6", lambda p: roles["student k=6"], 6.0 * macs["student k=6"]),
+                 ("train KD k=30, live teacher", lambda p: ["--model_type=kd", "--k_frame=30",
+                                                            "--teacher_checkpoint=" + runs["teacher"]],
                   6.0 * macs["student k=30"] + 2.0 * macs["teacher"]),
-                 ("train KD k=30, cached teacher", ["--model_type=kd", "--k_frame=30",
-                                                    "--teacher_cache=" + cache_dir],
+                 ("train KD k=30, cached teacher", lambda p: ["--model_type=kd", "--k_frame=30",
+                                                              "--teacher_cache=" + caches[p]],
                   6.0 * macs["student k=30"])]
     for what, role, flops in trainings:
-      train_dir = os.path.join(work, "train_" + what.split(" ", 1)[1].replace(" ", "_").replace(",", "").replace("=", ""))
-      step = seconds_per_step(flags + ["--train_dir=" + train_dir] + role, size["warmup_steps"], size["train_steps"])
-      log("%s: %.3f s/step" % (what, step))
-      row(what, size["batch"] / step, "examples", flops)
-    row("write teacher cache (once, whole pass)", cache_rate, "videos", 2.0 * macs["teacher"])
+      for p in precisions:  # alternated: each model in every precision before the next model
+        train_dir = os.path.join(work, "train_" + what.split(" ", 1)[1].replace(" ", "_").replace(",", "").replace(
+            "=", "") + ("" if p == "float32" else "_" + p))
+        step = seconds_per_step(flags + ["--train_dir=" + train_dir, "--mixed_precision=" + modes[p]] + role(p),
+                                size["warmup_steps"], size["train_steps"])
+        log("%s%s: %.3f s/step" % (what, labels[p], step))
+        row(what, p, size["batch"] / step, "examples", flops)
+    for p in precisions:
+      row("write teacher cache (once, whole pass)", p, cache_rates[p], "videos", 2.0 * macs["teacher"])
 
   if "inference" in parts:
     repeated = files * 50  # enough batches for the steady state; stopped after inference_secs
     for name in roles:
-      rate = inference_rate(runs[name], repeated, size["batch"], size["inference_secs"])
-      log("inference %s: %.1f videos/s" % (name, rate))
-      row("inference %s (steady state)" % name, rate, "videos", 2.0 * macs[name])
+      for p in precisions:
+        rate = inference_rate(runs[name], repeated, size["batch"], size["inference_secs"],
+                              mixed_precision=modes[p])
+        log("inference %s%s: %.1f videos/s" % (name, labels[p], rate))
+        row("inference %s (steady state)" % name, p, rate, "videos", 2.0 * macs[name])
     any_k = os.path.join(work, "student_any_k")
     any_k_flags = write_initial_run(any_k, flags + ["--train_dir=" + any_k, "--model_type=student",
                                                     "--k_frame_choices=" + ",".join(map(str, EXIT_STAGES))])
     for what, rule, threshold, stages_read in EXIT_ENDS:
       staged = early_exit.Staged(any_k_flags, EXIT_STAGES, rule, threshold)
-      rate = inference_rate(any_k, repeated, size["batch"], size["inference_secs"], staged)
-      log("inference any-k, %s: %.1f videos/s" % (what, rate))
       spent = EXIT_STAGES[stages_read - 1] * staged.model.frame_macs() + stages_read * staged.model.head_macs(
           size["classes"])
-      row("inference any-k, %s (steady state)" % what, rate, "videos", 2.0 * spent)
+      for p in precisions:
+        rate = inference_rate(any_k, repeated, size["batch"], size["inference_secs"], staged, modes[p])
+        log("inference any-k, %s%s: %.1f videos/s" % (what, labels[p], rate))
+        row("inference any-k, %s (steady state)" % what, p, rate, "videos", 2.0 * spent)
 
   if rows:
     print("\n| what | rate | per item | GFLOP/s | of matmul |\n|---|---|---|---|---|")
@@ -311,24 +341,34 @@ def main(argv=None):
       print("| %s | %d | %s | %s | %.2f |" % (family, frames, "{:,}".format(parameters),
                                                "{:,.1f}".format(macs_per_video / 1e6), ms))
   ratios = []
-  if "train" in parts:
-    ratios.append(("cached KD k=30 step / student k=30 step", results["train student k=30"] /
-                   results["train KD k=30, cached teacher"], "<= 1.15", lambda r: r <= 1.15))
-    ratios.append(("live KD k=30 step / student k=30 step", results["train student k=30"] /
-                   results["train KD k=30, live teacher"], "", None))
-    if reference:
-      ratios.append(("teacher training / matmul rate", results["train teacher"] * 6.0 * macs["teacher"] / 1e9
-                     / reference, ">= 0.80", lambda r: r >= 0.8))
-  if "inference" in parts:
-    for k, target in ((30, 5.0), (6, 9.0)):
-      ratios.append(("inference k=%d / teacher videos/s" % k, results["inference student k=%d (steady state)" % k]
-                     / results["inference teacher (steady state)"], ">= %g" % target,
-                     lambda r, t=target: r >= t))
-    for what, k in (("exit at stage 1", 6), ("every stage", 30)):
-      for reference_name in ("student k=%d" % k, "teacher"):
-        ratios.append(("inference any-k %s / %s videos/s" % (what, reference_name),
-                       results["inference any-k, %s (steady state)" % what]
-                       / results["inference %s (steady state)" % reference_name], "", None))
+  for p in precisions:
+    result = lambda what: results[what + labels[p]]
+    if "train" in parts:
+      ratios.append(("cached KD k=30 step / student k=30 step" + labels[p], result("train student k=30") /
+                     result("train KD k=30, cached teacher"), "<= 1.15", lambda r: r <= 1.15))
+      ratios.append(("live KD k=30 step / student k=30 step" + labels[p], result("train student k=30") /
+                     result("train KD k=30, live teacher"), "", None))
+      if p in reference:
+        ratios.append(("teacher training / matmul rate" + labels[p], result("train teacher") * 6.0 * macs["teacher"]
+                       / 1e9 / reference[p], ">= 0.80", lambda r: r >= 0.8))
+    if "inference" in parts:
+      for k, target in ((30, 5.0), (6, 9.0)):
+        ratios.append(("inference k=%d / teacher videos/s" % k + labels[p],
+                       result("inference student k=%d (steady state)" % k) / result("inference teacher (steady state)"),
+                       ">= %g" % target, lambda r, t=target: r >= t))
+      for what, k in (("exit at stage 1", 6), ("every stage", 30)):
+        for reference_name in ("student k=%d" % k, "teacher"):
+          ratios.append(("inference any-k %s / %s videos/s" % (what, reference_name) + labels[p],
+                         result("inference any-k, %s (steady state)" % what)
+                         / result("inference %s (steady state)" % reference_name), "", None))
+  # Each precision against float32, per item (the issue's goals: the teacher's step 1.5x, student inference 2x).
+  goals = {"train teacher": 1.5, "inference student k=30 (steady state)": 2.0,
+           "inference student k=6 (steady state)": 2.0}
+  for p in [p for p in precisions if p != "float32" and "float32" in precisions]:
+    for what in [what for what in results if what + labels[p] in results]:   # the float32 rows
+      target = goals.get(what) if modes[p] != "none" else None   # no verdict on a precision run as float32
+      ratios.append(("%s: %s / float32 rate" % (what, labels[p].strip(" []")), results[what + labels[p]] /
+                     results[what], ">= %g" % target if target else "", (lambda r, t=target: r >= t) if target else None))
   if ratios:
     print("\n| ratio | measured | target |\n|---|---|---|")
     for what, value, target, check in ratios:

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import precision
 from helpers import run_ok, run_program
 
 pytestmark = pytest.mark.slow
@@ -42,9 +43,12 @@ def teacher(data, tmp_path_factory):
 
 
 def test_training_stages_eval_export_inference(data, teacher, tmp_path):
-  student = tmp_path / "student_k6"
-  run_ok("train.py", "--model_type=student", "--k_frame=6", "--train_data_pattern=" + data["train"],
-         "--train_dir=%s" % student, "--max_steps=4", *SMALL)
+  student = tmp_path / "student_k6"   # in bfloat16 where the CPU has it, else float32 after one warning
+  result = run_ok("train.py", "--model_type=student", "--k_frame=6", "--train_data_pattern=" + data["train"],
+                  "--train_dir=%s" % student, "--max_steps=4", "--mixed_precision=bfloat16", *SMALL)
+  recorded = json.load(open(str(student / "model_flags.json")))["mixed_precision"]
+  assert recorded == precision.resolve("bfloat16")
+  assert ("--mixed_precision=bfloat16: " in result.stderr) == (recorded == "none"), result.stderr[-2000:]
   kd = tmp_path / "kd_k6"   # the README's KD stage with the recommended settings
   run_ok("train.py", "--flagfile=configs/recommended.flags", "--model_type=kd", "--k_frame=6",
          "--frame_sampling=uniform", "--teacher_checkpoint=" + teacher, "--train_data_pattern=" + data["train"],

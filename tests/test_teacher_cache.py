@@ -38,9 +38,16 @@ def write_cache(frame_data, teacher_dir, cache_dir, *extra):
 @pytest.fixture(scope="module")
 def caches(frame_data, teacher_dir, tmp_path_factory):
   root = tmp_path_factory.mktemp("caches")
-  for dtype in ("float32", "float16"):
+  for dtype in teacher_cache.DTYPES:
     write_cache(frame_data, teacher_dir, root / dtype, "--cache_dtype=" + dtype)
-  return {dtype: str(root / dtype) for dtype in ("float32", "float16")}
+  return {dtype: str(root / dtype) for dtype in teacher_cache.DTYPES}
+
+
+def bfloat16_bits(values):
+  """The bfloat16 bits of float32 `values` (finite), in NumPy: the upper 16 bits of each float32,
+  rounded to nearest, ties to even."""
+  bits = np.asarray(values, "<f4").view(np.uint32).astype(np.uint64)
+  return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def _cache_records(path):
@@ -80,7 +87,7 @@ def test_cache_shards_hold_the_teacher_outputs_in_record_order(frame_data, teach
   data_files = readers.resolve_files(frame_data["train"])
   manifest = json.load(open(os.path.join(caches["float32"], teacher_cache.MANIFEST_FILE)))
   assert manifest["teacher_checkpoint"] == os.path.abspath(tf.train.latest_checkpoint(teacher_dir))
-  assert manifest["global_step"] == 60 and manifest["dtype"] == "float32"
+  assert manifest["global_step"] == 60 and manifest["dtype"] == "float32" and manifest["mixed_precision"] == "none"
   assert manifest["teacher_model_flags"] == config.load_model_flags(teacher_dir)
   assert manifest["sizes"] == {"predictions": 8, "logits": 8, "representation": 32}
   assert {name: s["records"] for name, s in manifest["shards"].items()} == {
@@ -91,12 +98,14 @@ def test_cache_shards_hold_the_teacher_outputs_in_record_order(frame_data, teach
     expected_ids = [v[0] for v in frame_data["train_videos"][240 * index:240 * (index + 1)]]
     assert [video_id for video_id, _ in records["float32"]] == expected_ids
     assert [video_id for video_id, _ in records["float16"]] == expected_ids
-    for (video_id, full), (_, half) in zip(records["float32"], records["float16"]):
+    assert [video_id for video_id, _ in records["bfloat16"]] == expected_ids
+    for (video_id, full), (_, half), (_, brain) in zip(records["float32"], records["float16"], records["bfloat16"]):
       for name in teacher_cache.OUTPUTS:
         values = np.frombuffer(full[name], "<f4")
         # float32 sums in another batch composition round differently (seen: 2e-6 on a logit of 1.05).
         np.testing.assert_allclose(values, alone[video_id][name], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(np.frombuffer(half[name], "<f2"), values.astype(np.float16))
+        np.testing.assert_array_equal(np.frombuffer(brain[name], "<u2"), bfloat16_bits(values))
   sizes = [os.path.getsize(teacher_cache.shard_path(caches[d], data_files[0])) for d in ("float32", "float16")]
   assert sizes[0] - sizes[1] >= 240 * 2 * (8 + 8 + 32), "float16 halves every stored vector"
 
@@ -126,7 +135,7 @@ def test_cache_writer_resumes_shard_by_shard_and_refuses_other_settings(frame_da
   with pytest.raises(InputError, match="--cache_dir=.*resume holds a cache made otherwise: dtype float16 "
                                        r"\(cache has float32\); use another --cache_dir"):
     write_cache(frame_data, teacher_dir, cache_dir, "--cache_dtype=float16")
-  with pytest.raises(InputError, match=r"--cache_dtype=float64: value should be one of <float32\|float16>"):
+  with pytest.raises(InputError, match=r"--cache_dtype=float64: value should be one of <float32\|float16\|bfloat16>"):
     write_cache(frame_data, teacher_dir, cache_dir, "--cache_dtype=float64")
   student = tmp_path / "k_frame_teacher"
   shutil.copytree(teacher_dir, str(student))
