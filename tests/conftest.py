@@ -18,12 +18,15 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-  """Files with the most slow tests first (a stable sort): with two pytest-xdist workers taking one file
-  at a time, the longest files then start early instead of running alone at the end."""
-  slow = {}
+  """The longest files first (a stable sort), so that with two pytest-xdist workers taking one file at
+  a time none of them runs alone at the end: a file's length is its EXPECTED_SECONDS where it sets one
+  (one long test), otherwise 20 s per slow test."""
+  length = {}
   for item in items:
-    slow[item.fspath] = slow.get(item.fspath, 0) + (item.get_closest_marker("slow") is not None)
-  items.sort(key=lambda item: -slow[item.fspath])
+    expected = getattr(item.module, "EXPECTED_SECONDS", None)
+    slow = 20 * (item.get_closest_marker("slow") is not None)
+    length[item.fspath] = expected if expected is not None else length.get(item.fspath, 0) + slow
+  items.sort(key=lambda item: -length[item.fspath])
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import pytest
 import precision
 from helpers import run_ok, run_program
 
+EXPECTED_SECONDS = 230   # every program in a fresh interpreter: started first (conftest.py)
+
 pytestmark = pytest.mark.slow
 
 SMALL = ["--feature_names=rgb,audio", "--feature_sizes=16,4", "--num_classes=10", "--max_frames=30",

@@ -10,6 +10,8 @@ import run_study
 from helpers import run_ok, run_program
 from utils import InputError
 
+EXPECTED_SECONDS = 420   # the study, its drivers and a family study in fresh interpreters: started first (conftest.py)
+
 TINY = ["--num_train=96", "--num_validate=40", "--num_classes=12", "--rgb_size=8", "--audio_size=4",
         "--max_frames=24", "--teacher_steps=6", "--student_steps=4", "--eval_every_steps=2", "--batch_size=16",
         "--ks=3", "--model_flags=--groups=2 --nextvlad_cluster_size=4 --nextvlad_hidden_size=16 "

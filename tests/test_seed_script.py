@@ -10,6 +10,8 @@ import tensorflow.compat.v1 as tf
 
 from helpers import run_ok, run_program
 
+EXPECTED_SECONDS = 200   # one full-size training step, eval and inference: started first (conftest.py)
+
 
 # The seed's scripts/train_nextvlad_local.sh, its three command lines with ${...} expanded.
 LOCAL_PARAMETERS = ("--groups=8 --nextvlad_cluster_size=128 --nextvlad_hidden_size=2048 --expansion=2 "
