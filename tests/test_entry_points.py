@@ -100,6 +100,7 @@ def test_metric_and_reader_benchmarks():
   assert "all frames (teacher):" in out and "videos/s" in out, out[-2000:]
 
 
+@pytest.mark.slow
 def test_bad_command_lines_are_one_line(data, tmp_path):
   """A bad flag of each flag-driven program: `error: ...`, exit status 2, no traceback."""
   for program, args in (("train.py", ["--model_type=tutor"]), ("eval.py", ["--top_k=0"]),
