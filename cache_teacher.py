@@ -2,7 +2,8 @@
 shard, for serial KD runs that read them instead of running the teacher (train.py --teacher_cache=DIR).
 
   python cache_teacher.py --teacher_checkpoint=RUN --input_data_pattern='/data/train*.tfrecord' \
-      --cache_dir=DIR [--cache_dtype=float16] [--cache_logits=False] [--mixed_precision=bfloat16]
+      --cache_dir=DIR [--cache_dtype=float16] [--cache_logits=False] [--mixed_precision=bfloat16] \
+      [--precise_bn_batches=200 [--precise_bn_data_pattern='/data/train*.tfrecord']]
 
 The teacher is rebuilt from its own model_flags.json and reads its frames as a live KD teacher does
 (all frames, its own preprocessing) in inference mode. The format is described in teacher_cache.py.
@@ -38,6 +39,10 @@ flags.DEFINE_enum("cache_dtype", "float32", list(teacher_cache.DTYPES),
                   "bfloat16 keeps float32's range with 8 bits of mantissa, float16 11 bits).",
                   case_sensitive=False)
 flags.DEFINE_bool("cache_logits", True, "Also cache the teacher's logits (needed by --pred_loss=kl).")
+flags.DEFINE_string("precise_bn_data_pattern", "",
+                    "With --precise_bn_batches: the shards the teacher's batch-norm statistics are recomputed "
+                    "from (default: --input_data_pattern). Caching part of the training data (a student "
+                    "trained on less data) keeps the teacher of the whole training set.")
 PROGRESS_SECS = 10.0
 PRECISE_BN_DIR = "teacher_precise_bn"   # in the cache directory
 
@@ -105,14 +110,17 @@ def run(opts):
     filename, init, fetch, saver, reader = _teacher_graph(teacher_flags, opts.cache_logits, opts.batch_size)
     sizes = {name: int(fetch[name].shape[-1]) for name in fetch if name != "video_ids"}
   counts = reader.validate_files(files)
-  precise = (precise_bn.record(checkpoint, opts.input_data_pattern, opts.precise_bn_batches, opts.batch_size, 0)
+  statistics_pattern = opts.precise_bn_data_pattern or opts.input_data_pattern
+  if opts.precise_bn_batches and opts.precise_bn_data_pattern:
+    reader.validate_files(readers.resolve_files(statistics_pattern, "--precise_bn_data_pattern"))
+  precise = (precise_bn.record(checkpoint, statistics_pattern, opts.precise_bn_batches, opts.batch_size, 0)
              if opts.precise_bn_batches and precise_bn.applies(checkpoint) else None)
   mixed_precision = precision.resolve(opts.mixed_precision)
   manifest = _open_manifest(opts.cache_dir, _manifest_header(checkpoint, teacher_flags, opts, sizes, precise,
                                                              mixed_precision))
   restored = checkpoint
-  if precise:  # the teacher cached has its batch-norm statistics recomputed from the data it is run on
-    restored = precise_bn.recompute(checkpoint, opts.input_data_pattern, opts.precise_bn_batches,
+  if precise:  # the teacher cached has its batch-norm statistics recomputed (by default from the data cached)
+    restored = precise_bn.recompute(checkpoint, statistics_pattern, opts.precise_bn_batches,
                                     os.path.join(opts.cache_dir, PRECISE_BN_DIR), opts.batch_size,
                                     num_readers=opts.num_readers)
   else:

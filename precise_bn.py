@@ -12,7 +12,8 @@ population statistics from N training batches:
 where m_b and v_b are the batch mean and the biased batch variance the layer sees on batch b. The
 model runs as in training (every batch norm on its batch statistics, so each layer sees the inputs it
 was trained on) but without dropout, whose noise the frozen model never sees at inference. One pass over
-the N batches recomputes every layer at once.
+the N batches recomputes every layer at once. The batches are drawn in a reproducible order (seed 0):
+the same checkpoint, data and N give the same statistics every time.
 
   python precise_bn.py --teacher_checkpoint=RUN --input_data_pattern='/data/train*.tfrecord' \\
       --output_dir=RUN_precise --precise_bn_batches=200
@@ -68,7 +69,7 @@ def _statistics_graph(model_flags, files, batch_size, seed, num_readers, shuffle
   global step, [BatchNormStatistics], iterator initialiser, reader)."""
   reader = model_utils.make_reader(model_flags, seed=seed)
   batch, init = reader.input_batch(files, batch_size, training=shuffle, num_readers=num_readers,
-                                   shuffle_buffer=SHUFFLE_BUFFER, seed=seed)
+                                   shuffle_buffer=SHUFFLE_BUFFER, seed=seed, deterministic=True)
   model_utils.build_model(dict(model_flags, drop_rate=0.0), batch["video_matrix"], batch["num_frames"],
                           is_training=True)
   statistics = layers.batch_norm_statistics()

@@ -240,10 +240,11 @@ class _BaseReader(object):
 
   # -- dataset ---------------------------------------------------------------------------------------
   def dataset(self, files, batch_size, training, num_readers=8, num_epochs=None, shuffle_buffer=2048,
-              drop_remainder=None, seed=None, teacher_cache=None):
+              drop_remainder=None, seed=None, teacher_cache=None, deterministic=False):
     """Batches from `files`. Training: files and records shuffled, repeated `num_epochs` times (None:
-    forever), full batches only. Evaluation: one deterministic pass, every record once, the last
-    partial batch kept. With `teacher_cache` (a teacher_cache.TeacherCache) each file is read in step
+    forever), full batches only; in the order the parallel reads finish unless `deterministic` (then
+    the same `seed` gives the same batches). Evaluation: one deterministic pass, every record once, the
+    last partial batch kept. With `teacher_cache` (a teacher_cache.TeacherCache) each file is read in step
     with its cache shard and each record's id checked against the cache's before shuffling; batches
     then also hold the cached `teacher_<output>` vectors."""
     if drop_remainder is None:
@@ -266,7 +267,7 @@ class _BaseReader(object):
       files_ds = files_ds.repeat(num_epochs)
     records = files_ds.interleave(
         read_file, cycle_length=max(1, min(num_readers, len(files))), block_length=1,
-        **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False} if training else {}))
+        **({"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": deterministic} if training else {}))
     if training:
       records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     any_k = training and bool(self.k_frame_choices)
@@ -274,7 +275,8 @@ class _BaseReader(object):
       records = tf.data.Dataset.zip((records, self._batch_ks(batch_size, seed))).map(
           lambda record, k: record + (k,))
     # An any-k batch needs its videos in draw order (one k per batch): a deterministic parse.
-    videos = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=any_k or not training)
+    videos = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=any_k or deterministic or not training)
     return videos.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
 
   def _batch_ks(self, batch_size, seed):

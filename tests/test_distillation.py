@@ -98,6 +98,20 @@ def test_recomputed_statistics_match_numpy(frame_data, tmp_path):
     precise_bn.recompute(checkpoint, frame_data["train"], 7, str(tmp_path / "precise"), 96)
 
 
+def test_shuffled_statistics_are_reproducible(frame_data, tmp_path):
+  """The shuffled, parallel read of the recomputation gives the same statistics every time (a cache of
+  part of the data and one of all of it hold the same teacher)."""
+  _random_teacher(tmp_path / "teacher")
+  checkpoint = tf.train.latest_checkpoint(str(tmp_path / "teacher"))
+  paths = [precise_bn.recompute(checkpoint, frame_data["train"], batches=6, batch_size=32, num_readers=4,
+                                output_dir=str(tmp_path / name)) for name in ("once", "twice")]
+  first, second = (tf.train.load_checkpoint(path) for path in paths)
+  moving = [name for name, _ in tf.train.list_variables(paths[0]) if "/moving_" in name]
+  assert len(moving) == 12
+  for name in moving:
+    np.testing.assert_array_equal(first.get_tensor(name), second.get_tensor(name), err_msg=name)
+
+
 @pytest.mark.slow
 def test_kd_teacher_and_cache_use_it_and_record_it(frame_data, tmp_path, tf_log):
   """train.py --model_type=kd --precise_bn_batches recomputes the teacher's statistics into

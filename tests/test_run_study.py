@@ -4,10 +4,13 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
 import run_study
 from helpers import run_ok, run_program
+from teacher_cache import TeacherCache
 from utils import InputError
 
 EXPECTED_SECONDS = 420   # the study, its drivers and a family study in fresh interpreters: started first (conftest.py)
@@ -193,4 +196,38 @@ def test_adaptive_curve_reuses_the_study(study):
     assert 0 <= float(row[2]) <= 1 and 0 < float(row[3]) <= 24
   assert [float(row[3]) for row in rows[4:6]] == [2.0, 3.0]
   with open(os.path.join(study, "gap_vs_frames.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_less_data_students_reuse_the_study_and_its_teacher(study):
+  """scripts/run_less_data.py on the study's out_dir (its docstring's command): the students at
+  fraction 1 are the study's; at 0.5 they train on the first half of each shard, and the KD student's
+  cache holds the same teacher (statistics from all training videos) on those videos."""
+  records = lambda path: list(tf.io.tf_record_iterator(path))
+  done = run_ok("scripts/run_less_data.py", "--out_dir=" + study, "--fractions=0.5", "--seeds=1", *TINY)
+  assert "uniform_k3_seed0: trained (4 steps), skipping" in done.stdout
+  assert "kd_f50_k3_seed0: training to step 4" in done.stdout
+  rows = read_csv(os.path.join(study, "less_data.csv"))
+  assert [row[:3] for row in rows] == [["k", "training data", "videos"], ["3", "50%", "48"], ["3", "100%", "96"]]
+  for row in rows[1:]:
+    assert 0 <= float(row[3].split()[0]) <= 1 and 0 <= float(row[4].split()[0]) <= 1
+  data = os.path.join(study, "data", "frame")
+  shards = sorted(os.listdir(os.path.join(data, "train")))
+  assert sorted(os.listdir(os.path.join(data, "train_f50"))) == shards
+  full_cache = TeacherCache(os.path.join(study, "cache", "teacher_seed0"))
+  half_cache = TeacherCache(os.path.join(study, "cache", "teacher_seed0_f50"))
+  assert half_cache.precise_bn == full_cache.precise_bn   # the same teacher statistics, from all videos
+  for shard in shards:
+    full = records(os.path.join(data, "train", shard))
+    half = records(os.path.join(data, "train_f50", shard))
+    assert half == full[:len(full) // 2]
+    assert half_cache.manifest["shards"][shard]["records"] == len(half)
+    read = lambda cache: [tf.train.Example.FromString(r).features.feature for r in
+                          records(cache.path_for(shard))]
+    for a, b in zip(read(half_cache), read(full_cache)):
+      assert a["id"] == b["id"]
+      np.testing.assert_allclose(np.frombuffer(a["predictions"].bytes_list.value[0], "<f4"),
+                                 np.frombuffer(b["predictions"].bytes_list.value[0], "<f4"), atol=1e-6)
+  with open(os.path.join(study, "less_data.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
