@@ -43,6 +43,7 @@ import checkpoints
 import config
 import frame_level_models
 import model_utils
+import precision
 import readers
 import teacher_cache as teacher_cache_lib
 import utils
@@ -271,6 +272,7 @@ def fit_gate(opts):
     raise InputError("--gate_target=teacher: expected --teacher_cache (the cache_teacher.py directory "
                      "of the training shards)")
   cache = teacher_cache_lib.TeacherCache(opts.teacher_cache) if opts.gate_target == "teacher" else None
+  mixed_precision = precision.resolve(opts.mixed_precision)   # the precision eval.py serves the gate in
   graph = tf.Graph()
   with graph.as_default():
     reader = staged.reader()
@@ -290,7 +292,7 @@ def fit_gate(opts):
                                   "--checkpoint_file" if opts.checkpoint_file else "--train_dir",
                                   needed=[v.op.name for v in variables])
   features, targets = [], []
-  with tf.Session(graph=graph) as sess:
+  with tf.Session(graph=graph, config=precision.session_config(mixed_precision)) as sess:
     saver.restore(sess, checkpoint)
     sess.run(iterator_init)
     for values in readers.read_batches(sess, fetch, files, reader):
@@ -302,7 +304,7 @@ def fit_gate(opts):
   fitted = [fit_logistic(features[:, s], targets[:, s]) for s in range(len(stages))]
   gate = {"stages": stages, "features": list(GATE_FEATURES), "weights": [w for w, _ in fitted],
           "biases": [b for _, b in fitted], "target": opts.gate_target, "beta": opts.gate_beta,
-          "checkpoint": checkpoint, "videos": len(targets),
+          "checkpoint": checkpoint, "videos": len(targets), "mixed_precision": mixed_precision,
           "target_rate": targets.mean(axis=0).tolist()}
   utils.write_json_atomic(os.path.join(opts.train_dir, GATE_FILE), gate)
   tf.logging.info("Exit gate of %s on %d videos (targets %s: share 1 per stage %s) written to %s.",

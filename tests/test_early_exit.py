@@ -269,6 +269,7 @@ def test_gate_and_the_programs_with_early_exit(any_k_run, frame_data, tmp_path):
                           "--input_data_pattern=" + frame_data["train"], "--gate_batches=4",
                           "--batch_size=64"])
   assert gate["stages"] == [2, 4, 8, 12] and gate["videos"] == 256 and len(gate["weights"]) == 4
+  assert gate["mixed_precision"] == "none"   # the precision it was fitted in, as eval.py records it
   done = run_ok("eval.py", "--train_dir=" + any_k_run, "--eval_data_pattern=" + frame_data["validate"],
                 "--run_once", "--exit_rule=gate", "--exit_threshold=0.5")
   assert "frames read: mean" in done.stderr
