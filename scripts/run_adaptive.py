@@ -4,9 +4,10 @@ beside the fixed-k students and the teacher (issue 16), on the study's generated
 With run_study.py's machinery and run names (an --out_dir of a study reuses its data, teacher, cache
 and fixed-k students), for each seed it trains the teacher, the uniform-k and KD students at each
 --ks, and two any-k students (--k_frame_choices=--choices: `anyk` on L_CE, `kd_anyk` serial KD from
-the teacher cache), fits each any-k student's exit gate (early_exit.py, teacher agreement), and
-evaluates the any-k students at each fixed k of --choices and with early exit (stages --choices)
-under each rule and threshold. It writes into --out_dir:
+the teacher cache), fits each any-k student's exit gate (early_exit.py, teacher agreement; with
+--frameexit_beta also one on FrameExit's targets), and evaluates the any-k students at each fixed k
+of --choices and with early exit (stages --choices) under each rule and threshold. It writes into
+--out_dir:
   adaptive.md / adaptive.csv   GAP, frames read (mean, median) and multiply-adds per video of every
                                model and setting (mean ± std over seeds)
   gap_vs_frames.png            GAP against the mean frames read, and against multiply-adds per video
@@ -49,6 +50,10 @@ def parse_args(argv=None):
   parser.add_argument("--gate_beta", type=float, default=0.5,
                       help="early_exit.py --gate_beta (teacher agreement: squared distance to the "
                       "teacher's probabilities).")
+  parser.add_argument("--frameexit_beta", type=float, default=0,
+                      help="Also fit and evaluate a gate on FrameExit's targets (early_exit.py "
+                      "--gate_target=frameexit --gate_beta=this: the stage's label cross-entropy <= "
+                      "beta * exp(s/2)), rows `gate_frameexit`; 0: not.")
   run_study.add_run_arguments(parser)
   args = parser.parse_args(argv)
   try:
@@ -78,17 +83,24 @@ def evaluate_final(train_dir, data, model_flags=None, staged=None):
     evaluator.sess.close()
 
 
-def fit_gate(args, data, train_dir, cache, stages):
-  """The run's exit gate (teacher agreement), fitted once per checkpoint and --gate_beta."""
+def gates(args):
+  """(row name, early_exit.py --gate_target, --gate_beta) of each gate the curve shows."""
+  return [("gate", "teacher", args.gate_beta)] + (
+      [("gate_frameexit", "frameexit", args.frameexit_beta)] if args.frameexit_beta else [])
+
+
+def fit_gate(data, train_dir, cache, stages, target, beta):
+  """The run's exit gate on `target` and `beta` (unless its exit_gate.json already holds that one for
+  the latest checkpoint); returns its per-stage (weights, bias)."""
   path = os.path.join(train_dir, early_exit.GATE_FILE)
-  wanted = {"checkpoint": tf.train.latest_checkpoint(train_dir), "beta": args.gate_beta, "stages": stages,
-            "target": "teacher"}
-  if os.path.exists(path) and all(utils.read_json(path, "the exit gate").get(key) == value
-                                  for key, value in wanted.items()):
-    return
-  early_exit.main(["early_exit.py", "--train_dir=" + train_dir, "--input_data_pattern=" + data["train"],
-                   "--teacher_cache=" + cache, "--gate_target=teacher", "--gate_beta=%g" % args.gate_beta,
-                   "--exit_stages=" + ",".join(map(str, stages)), "--batch_size=64"])
+  wanted = {"checkpoint": tf.train.latest_checkpoint(train_dir), "beta": beta, "stages": stages,
+            "target": target}
+  if not (os.path.exists(path) and all(utils.read_json(path, "the exit gate").get(key) == value
+                                       for key, value in wanted.items())):
+    early_exit.main(["early_exit.py", "--train_dir=" + train_dir, "--input_data_pattern=" + data["train"],
+                     "--teacher_cache=" + cache, "--gate_target=" + target, "--gate_beta=%g" % beta,
+                     "--exit_stages=" + ",".join(map(str, stages)), "--batch_size=64"])
+  return early_exit.read_gate(train_dir, stages)
 
 
 def point(metrics, model_flags, frames):
@@ -128,13 +140,14 @@ def main(argv=None):
         flags_k = dict(model_flags, k_frame=k)
         points.setdefault((label, "k=%d" % k), []).append(
             point(evaluate_final(train_dir, data, flags_k), flags_k, k))
-      fit_gate(args, data, train_dir, caches.get(seed) or run_study.teacher_cache_dir(args, data, seed), stages)
+      cache = caches.get(seed) or run_study.teacher_cache_dir(args, data, seed)
       for rule, thresholds in args.rules:
-        gate = early_exit.read_gate(train_dir, stages) if rule == "gate" else None
-        for threshold in thresholds:
-          staged = early_exit.Staged(model_flags, stages, rule, threshold, gate)
-          points.setdefault((label, "%s %g" % (rule, threshold)), []).append(
-              point(evaluate_final(train_dir, data, staged=staged), model_flags, stages[-1]))
+        for name, target, beta in gates(args) if rule == "gate" else [(rule, None, None)]:
+          gate = fit_gate(data, train_dir, cache, stages, target, beta) if target else None
+          for threshold in thresholds:   # a gate's points are evaluated while its exit_gate.json is there
+            staged = early_exit.Staged(model_flags, stages, rule, threshold, gate)
+            points.setdefault((label, "%s %g" % (name, threshold)), []).append(
+                point(evaluate_final(train_dir, data, staged=staged), model_flags, stages[-1]))
   rows = []
   for (model, setting), values in points.items():
     values = np.asarray(values)

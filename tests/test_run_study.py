@@ -182,7 +182,7 @@ def test_adaptive_curve_reuses_the_study(study):
   """scripts/run_adaptive.py on the study's out_dir (its docstring's command): the teacher and the
   fixed-k students are reused; the any-k students are evaluated at each k and with each exit rule."""
   done = run_ok("scripts/run_adaptive.py", "--out_dir=" + study, "--choices=2,3", "--max_prob_thresholds=0.5",
-                "--change_thresholds=0.05", "--gate_thresholds=0.5", *TINY)
+                "--change_thresholds=0.05", "--gate_thresholds=0.5", "--frameexit_beta=2", *TINY)
   assert "uniform_k3_seed0: trained (4 steps), skipping" in done.stdout
   rows = read_csv(os.path.join(study, "adaptive.csv"))
   assert rows[0] == ["model", "setting", "GAP", "frames read (mean)", "frames read (median)",
@@ -191,7 +191,9 @@ def test_adaptive_curve_reuses_the_study(study):
   assert settings[:3] == [["teacher", "all frames"], ["uniform-k student", "k=3"], ["KD student", "k=3"]]
   for model in ("any-k student", "any-k KD student"):
     assert [s for m, s in settings if m == model] == ["k=2", "k=3", "max_prob 0.5", "prediction_change 0.05",
-                                                      "gate 0.5"]
+                                                      "gate 0.5", "gate_frameexit 0.5"]
+  gate = json.load(open(os.path.join(study, "runs", "kd_anyk_seed0", "exit_gate.json")))
+  assert (gate["target"], gate["beta"], gate["stages"]) == ("frameexit", 2, [2, 3])   # the last one fitted
   for row in rows[1:]:
     assert 0 <= float(row[2]) <= 1 and 0 < float(row[3]) <= 24
   assert [float(row[3]) for row in rows[4:6]] == [2.0, 3.0]
