@@ -46,10 +46,8 @@ def parse_args(argv=None):
                       help="Shares of each training shard the students train on (1 is added: the study's runs).")
   parser.add_argument("--ks", default="30", help="k of the students.")
   parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--model", default="NeXtVLADModel", choices=["NeXtVLADModel"] + sorted(run_study.FAMILY_FLAGS),
-                      help="The family of the teacher and the students (run_study.py --model).")
   run_study.add_run_arguments(parser)
-  args = parser.parse_args(argv)
+  args = run_study.parse_family(parser, argv)
   try:
     args.fraction_list = sorted({float(f) for f in args.fractions.split(",")} | {1.0})
   except ValueError:
@@ -57,10 +55,6 @@ def parse_args(argv=None):
   if not args.fraction_list or not all(0 < f <= 1 for f in args.fraction_list):
     raise InputError("--fractions=%s: expected comma-separated shares of the training data in (0, 1]"
                      % args.fractions)
-  if args.model != "NeXtVLADModel":
-    given = args.model_flags != parser.get_default("model_flags")
-    args.model_flags = "--model=%s %s" % (args.model, args.model_flags if given
-                                          else run_study.FAMILY_FLAGS[args.model])
   return args
 
 

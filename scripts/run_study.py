@@ -71,10 +71,16 @@ def parse_args(argv=None):
                       help="Comma-separated students to train at each k, from: %s (default uniform,random,kd; "
                       "grid all). uniform and kd are always needed: the cost table and plots use them."
                       % ",".join(STUDENT_NAMES))
+  add_run_arguments(parser)
+  return parse_family(parser, argv)
+
+
+def parse_family(parser, argv):
+  """Parses a study's arguments, --model included: another family than NeXtVLAD gets its FAMILY_FLAGS
+  as --model_flags unless they were given."""
   parser.add_argument("--model", default="NeXtVLADModel", choices=["NeXtVLADModel"] + sorted(FAMILY_FLAGS),
                       help="The family of the teacher and every student; --model_flags default to its "
                       "FAMILY_FLAGS.")
-  add_run_arguments(parser)
   args = parser.parse_args(argv)
   if args.model != "NeXtVLADModel":  # a NeXtVLAD study keeps the flags (and study.json) it always had
     given = args.model_flags != parser.get_default("model_flags")
