@@ -160,8 +160,10 @@ def plot(args, ks, gaps):
                   yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values], marker="o", capsize=3,
                   label="%s, k=%d" % (label, k))
   ax.set_xscale("log")
+  ax.set_xticks([100 * f for f in args.fraction_list], ["%g%%" % (100 * f) for f in args.fraction_list])
+  ax.minorticks_off()
   run_study._finish(ax, "Students on part of the training data (teacher: all of it)",
-                    "share of the training videos the students see (%, log scale)")
+                    "share of the training videos the students see (log scale)")
   run_study._save(fig, os.path.join(args.out_dir, "less_data.png"))
 
 
