@@ -39,10 +39,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  ks = run_study.parse_ks(args.ks, args.max_frames)
-  os.makedirs(args.out_dir, exist_ok=True)
-  data = run_study.ensure_data(args)
-  run_study.check_training_settings(args)
+  ks, data = run_study.open_study(args, args.ks)
   teacher_flags = {"nextvlad": ["--model=NeXtVLADModel"],
                    "mix": ["--model=MixNeXtVladModel"] + args.mix_flags.split()}
   plan = [("%s_teacher" % name, None, seed, ["--model_type=teacher"] + teacher_flags[name])

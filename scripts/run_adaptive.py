@@ -112,13 +112,10 @@ def point(metrics, model_flags, frames):
 
 def main(argv=None):
   args = parse_args(argv)
-  ks = run_study.parse_ks(args.ks, args.max_frames)
   stages = config.int_list(args.choices.split(","), "choices")
   if stages[-1] > args.max_frames:
     raise InputError("--choices=%s: expected at most --max_frames=%d" % (args.choices, args.max_frames))
-  os.makedirs(args.out_dir, exist_ok=True)
-  data = run_study.ensure_data(args)
-  run_study.check_training_settings(args)
+  ks, data = run_study.open_study(args, args.ks)
   any_k = ["--k_frame_choices=" + ",".join(map(str, stages))]
   points, caches = {}, {}   # (model, setting) -> [per seed (gap, frames mean, median, macs)]
   for seed in range(args.seeds):

@@ -97,10 +97,7 @@ def subset_cache(args, data, seed, pattern, tag):
 
 def main(argv=None):
   args = parse_args(argv)
-  ks = run_study.parse_ks(args.ks, args.max_frames)
-  os.makedirs(args.out_dir, exist_ok=True)
-  data = run_study.ensure_data(args)
-  run_study.check_training_settings(args)
+  ks, data = run_study.open_study(args, args.ks)
   gaps, videos = {}, {}   # (fraction, name, k) -> [GAP per seed]; fraction -> training videos
   for seed in range(args.seeds):
     caches = {}

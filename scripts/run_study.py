@@ -437,18 +437,25 @@ def parse_ks(ks_text, max_frames):
   return ks
 
 
+def open_study(args, ks_text):
+  """(ks, data) of the study in args.out_dir: --ks checked, the data generated or reused, the
+  training settings recorded (or checked against those its runs were trained with)."""
+  ks = parse_ks(ks_text, args.max_frames)
+  os.makedirs(args.out_dir, exist_ok=True)
+  data = ensure_data(args)
+  check_training_settings(args)
+  return ks, data
+
+
 def main(argv=None):
   args = parse_args(argv)
-  ks = parse_ks(args.ks or ("6,10,15,20,30" if args.grid else "6,30"), args.max_frames)
   seeds = list(range(args.seeds or (3 if args.grid else 1)))
   names = args.variants.split(",") if args.variants else STUDENT_NAMES if args.grid else DEFAULT_STUDENTS
   if set(names) - set(STUDENT_NAMES) or "uniform" not in names or "kd" not in names:
     raise InputError("--variants=%s: expected names from %s, including uniform and kd"
                      % (args.variants, ",".join(STUDENT_NAMES)))
   students = [student for student in STUDENTS if student[0] in names]
-  os.makedirs(args.out_dir, exist_ok=True)
-  data = ensure_data(args)
-  check_training_settings(args)
+  ks, data = open_study(args, args.ks or ("6,10,15,20,30" if args.grid else "6,30"))
   plan = [("teacher", None, seed, ["--model_type=teacher"]) for seed in seeds]
   for k in ks:
     for name, _, flags in students:
