@@ -46,9 +46,21 @@ SHUFFLE_BUFFER = 1024
 
 
 def record(checkpoint, data_pattern, batches, batch_size, seed):
-  """What a precise-BN checkpoint is made of (its precise_bn.json; a rerun reuses it only if equal)."""
-  return {"source_checkpoint": os.path.abspath(checkpoint), "data_pattern": data_pattern,
+  """What a precise-BN checkpoint is made of (its precise_bn.json; a rerun reuses it only if equal).
+  Local paths are made absolute, so that a rerun from another spelling of the same paths matches."""
+  return {"source_checkpoint": os.path.abspath(checkpoint), "data_pattern": _absolute(data_pattern),
           "batches": int(batches), "batch_size": int(batch_size), "seed": int(seed)}
+
+
+def _absolute(pattern):
+  return pattern if "://" in pattern else os.path.abspath(pattern)
+
+
+def normalized(made):
+  """A record read back, its data pattern absolute (records written before record() made it so)."""
+  if not made or "data_pattern" not in made:
+    return made
+  return dict(made, data_pattern=_absolute(made["data_pattern"]))
 
 
 def applies(checkpoint):
@@ -142,6 +154,7 @@ def recompute(checkpoint, data_pattern, batches, output_dir, batch_size=80, seed
 
 def is_record_of(made, wanted):
   """Whether a precise_bn.json `made` was written for `wanted` (a record())."""
+  made = normalized(made)
   return {key: made.get(key) for key in wanted} == wanted
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import cache_teacher
 import config
 import frame_level_models
 import import_checkpoint
@@ -98,6 +99,19 @@ def test_recomputed_statistics_match_numpy(frame_data, tmp_path):
     precise_bn.recompute(checkpoint, frame_data["train"], 7, str(tmp_path / "precise"), 96)
 
 
+def test_records_name_local_paths_absolutely(tmp_path, monkeypatch):
+  """A rerun that spells the same checkpoint and data otherwise (relative, absolute) reuses the
+  statistics; a record written before the paths were made absolute still matches."""
+  monkeypatch.chdir(tmp_path)
+  relative = precise_bn.record("teacher/model.ckpt-1", "data/train*.tfrecord", 5, 32, 0)
+  absolute = precise_bn.record(str(tmp_path / "teacher" / "model.ckpt-1"), str(tmp_path / "data" / "train*.tfrecord"),
+                               5, 32, 0)
+  assert relative == absolute and absolute["data_pattern"] == str(tmp_path / "data" / "train*.tfrecord")
+  assert precise_bn.is_record_of(dict(absolute, data_pattern="data/train*.tfrecord"), absolute)
+  assert not precise_bn.is_record_of(dict(absolute, data_pattern="other/train*.tfrecord"), absolute)
+  assert precise_bn.record("x", "gs://bucket/train*", 5, 32, 0)["data_pattern"] == "gs://bucket/train*"
+
+
 def test_shuffled_statistics_are_reproducible(frame_data, tmp_path):
   """The shuffled, parallel read of the recomputation gives the same statistics every time (a cache of
   part of the data and one of all of it hold the same teacher)."""
@@ -137,6 +151,14 @@ def test_kd_teacher_and_cache_use_it_and_record_it(frame_data, tmp_path, tf_log)
          "--precise_bn_batches=2")
   manifest = json.load(open(str(tmp_path / "cache" / "manifest.json")))
   assert manifest["precise_bn"]["batches"] == 2
+  # The finished cache resumes from another spelling of the same paths (relative, from its folder).
+  cwd = os.getcwd()
+  os.chdir(str(tmp_path))
+  try:
+    cache_teacher.main(["cache_teacher.py", "--teacher_checkpoint=teacher", "--cache_dir=cache",
+                        "--input_data_pattern=" + os.path.relpath(frame_data["train"]), "--precise_bn_batches=2"])
+  finally:
+    os.chdir(cwd)
   with pytest.raises(InputError, match="--precise_bn_batches=3 but --teacher_cache=.* was written with "
                                        "precise statistics from 2 batches"):
     train.main(train_args(frame_data, tmp_path / "kd_cached", "--model_type=kd", "--k_frame=4",

@@ -64,12 +64,19 @@ def test_training_stages_eval_export_inference(data, teacher, tmp_path):
   run_ok("export_model.py", "--train_dir=%s" % kd)
   export_dir = kd / "export" / "step_4"
   assert (export_dir / "saved_model.pb").exists()
-  for source in ("--train_dir=%s" % kd, "--saved_model_dir=%s" % export_dir):
+  tgz = tmp_path / "model.tgz"
+  predicted = {}
+  for source in ("--train_dir=%s" % kd, "--saved_model_dir=%s" % export_dir, "--input_model_tgz=%s" % tgz):
     output = tmp_path / "sub.csv"
-    run_ok("inference.py", source, "--input_data_pattern=" + data["test"], "--output_file=%s" % output)
+    pack = ["--output_model_tgz=%s" % tgz] if source.startswith("--train_dir") else []
+    run_ok("inference.py", source, "--input_data_pattern=" + data["test"], "--output_file=%s" % output,
+           "--untar_model_dir=%s" % (tmp_path / "untar"), *pack)
     rows = list(csv.reader(open(str(output))))
     assert rows[0] == ["VideoId", "LabelConfidencePairs"] and len(rows) == 17
     assert len(rows[1][1].split()) == 2 * 10   # top_k 20 of 10 classes: every class, with its score
+    predicted[source.split("=")[0]] = rows
+  # The starter's model .tgz reads back to the predictions of the run it packs.
+  assert predicted["--input_model_tgz"] == predicted["--train_dir"]
 
 
 def test_teacher_cache_then_kd_from_it(data, teacher, tmp_path):

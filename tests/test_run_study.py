@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import run_diagnosis
 import run_study
 from helpers import run_ok, run_program
 from teacher_cache import TeacherCache
@@ -100,16 +101,16 @@ def test_compare_teachers_tables(tmp_path):
   """scripts/compare_teachers.py: both teachers and their KD students per seed; the paired table is
   the per-seed difference of the two students' final GAP."""
   tiny = [a for a in TINY if not a.startswith(("--ks", "--student_steps", "--teacher_steps"))]
-  run_ok("scripts/compare_teachers.py", "--out_dir=" + str(tmp_path), "--seeds=2", "--ks=3",
+  run_ok("scripts/compare_teachers.py", "--out_dir=" + str(tmp_path), "--seeds=1", "--ks=3",
          "--teacher_steps=4", "--student_steps=2", "--mix_flags=--mix_number=2 --cl_temperature=3", *tiny)
   results = read_csv(os.path.join(str(tmp_path), "results.csv"))
   assert [row[0] for row in results[1:]] == [
       "NeXtVLAD teacher (all frames)", "MixNeXtVLAD teacher (all frames)",
       "KD student of the NeXtVLAD teacher", "KD student of the MixNeXtVLAD teacher"]
   runs = os.path.join(str(tmp_path), "runs")
-  assert json.load(open(os.path.join(runs, "mix_teacher_seed1", "model_flags.json")))["mix_number"] == 2
-  gap = {name: [json.load(open(os.path.join(runs, "%s_seed%d" % (name, s), "eval", "metrics.json")))["gap"]
-                for s in (0, 1)] for name in ("kd_from_mix_k3", "kd_from_nextvlad_k3")}
+  assert json.load(open(os.path.join(runs, "mix_teacher_seed0", "model_flags.json")))["mix_number"] == 2
+  gap = {name: [json.load(open(os.path.join(runs, "%s_seed0" % name, "eval", "metrics.json")))["gap"]]
+         for name in ("kd_from_mix_k3", "kd_from_nextvlad_k3")}
   paired = read_csv(os.path.join(str(tmp_path), "teachers_paired.csv"))
   assert paired[1][0] == "k=3"
   assert [float(d) for d in paired[1][1].split()] == pytest.approx(
@@ -137,10 +138,10 @@ def test_diagnosis_driver_tables_kd_against_plain(tmp_path):
   tiny = [a for a in TINY if not a.startswith(("--ks", "--model_flags", "--teacher_steps", "--student_steps",
                                                 "--eval_every_steps"))]
   run_ok("scripts/run_diagnosis.py", "--out_dir", str(tmp_path), "--settings", "short_videos",
-         "--configs", "seed;probe=--batchnorm_decay=0.99+--rep_loss=cosine", "--seeds", "2", "--ks", "3",
+         "--configs", "probe=--batchnorm_decay=0.99+--rep_loss=cosine", "--seeds", "2", "--ks", "3",
          "--steps", "4", "--study_args", " ".join(tiny))
   rows = read_csv(os.path.join(str(tmp_path), "diagnosis.csv"))
-  assert [r[:2] for r in rows[1:]] == [["short_videos", "seed"], ["short_videos", "probe"]]
+  assert [r[:2] for r in rows[1:]] == [["short_videos", "probe"]]
   stats = json.load(open(os.path.join(str(tmp_path), "short_videos", "data", "stats.json")))
   assert stats["parameters"]["constants"]["short_fraction"] == 0.6
   made = json.load(open(os.path.join(str(tmp_path), "short_videos", "probe", "study.json")))
@@ -148,6 +149,15 @@ def test_diagnosis_driver_tables_kd_against_plain(tmp_path):
   for row in rows[1:]:
     kd, plain, paired = float(row[4]), float(row[3]), float(row[6])
     assert kd - plain == pytest.approx(float(row[5]), abs=1e-6) == pytest.approx(paired, abs=1e-6)
+
+
+def test_diagnosis_configurations_by_name_and_as_probes():
+  assert run_diagnosis.parse_configs("seed;probe=--batchnorm_decay=0.99+--rep_loss=cosine") == [
+      ("seed", "the seed's numerics and KD loss (the defaults)", ""),
+      ("probe", "--batchnorm_decay=0.99 --rep_loss=cosine", "--batchnorm_decay=0.99 --rep_loss=cosine")]
+  assert run_diagnosis.parse_configs("recommended")[0][2] == run_study.RECOMMENDED_FLAGS
+  with pytest.raises(InputError, match=r"--configs=tuned: unknown \[.tuned.\]; expected names from seed,recommended"):
+    run_diagnosis.parse_configs("tuned")
 
 
 def test_the_study_runs_any_family():

@@ -37,8 +37,7 @@ def script_argv(line, **paths):
 @pytest.mark.slow
 def test_seed_local_script_runs_as_written(full_size_data, tmp_path):
   """train at the seed's full size (stopped after 2 steps; its checkpoint holds 88,889,378 weights), eval
-  with the architecture flags, inference writing the starter's model .tgz, which inference.py
-  --input_model_tgz reads back to the same CSV."""
+  with the architecture flags, inference writing the starter's model .tgz."""
   data = os.path.dirname(full_size_data)
   name = "nextvlad_8g_5l2_5drop_128k_2048_2x80_logistic"
   paths = dict(data=data, eval_path=data, test_path=data, train_dir=str(tmp_path / name),
@@ -59,11 +58,9 @@ def test_seed_local_script_runs_as_written(full_size_data, tmp_path):
   run_ok(*inference_line)
   csv = open(os.path.join(paths["results"], name + ".csv")).read().splitlines()
   assert csv[0] == "VideoId,LabelConfidencePairs" and len(csv) == 81
-  tgz = os.path.join(paths["results"], name + ".tgz")
-  run_ok("inference.py", "--input_model_tgz=" + tgz, "--untar_model_dir=" + str(tmp_path / "untar"),
-         "--output_file=" + str(tmp_path / "again.csv"),
-         "--input_data_pattern=" + str(tmp_path / "test*.tfrecord"), "--batch_size=80")
-  assert open(str(tmp_path / "again.csv")).read().splitlines() == csv
+  # The archive holds the checkpoint (its weights and Adam slots, float32, barely compressible);
+  # reading one back is tested at a small size (test_entry_points.py).
+  assert os.path.getsize(os.path.join(paths["results"], name + ".tgz")) > 3 * 4 * 88889378 * 0.9
   contradicting = run_program(*eval_line, "--groups=4")
   assert contradicting.returncode == 2
   assert contradicting.stderr.strip().splitlines()[-1] == (
