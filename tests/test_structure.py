@@ -5,6 +5,7 @@ one harness."""
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -97,3 +98,21 @@ def test_every_program_uses_the_one_harness():
                          "precise_bn.py", "early_exit.py"]:
     tail = open(os.path.join(ROOT, path)).read().split('if __name__ == "__main__":')[-1]
     assert tail.strip().startswith("utils.run_cli(main, sys.argv"), path
+
+
+def test_every_recommended_flag_has_its_fidelity_row():
+  """configs/recommended.flags: numerics and distillation flags of train.py only, each named in a row of
+  docs/FIDELITY.md's table (where its measured effect is)."""
+  import train   # noqa: F401  (defines train.py's flags)
+  from absl import flags
+  lines = [l.strip() for l in open(os.path.join(ROOT, "configs", "recommended.flags")) if l.strip()]
+  names = [l.split("=")[0][2:] for l in lines if not l.startswith("#")]
+  assert names and all(name in flags.FLAGS for name in names), names
+  rows = [l for l in open(os.path.join(ROOT, "docs", "FIDELITY.md")) if l.startswith("| ")]
+  for name in names:
+    assert any(re.search(r"--%s\b" % name, row) for row in rows), "--%s has no row in docs/FIDELITY.md" % name
+  architecture_or_data = {"model", "model_type", "feature_names", "feature_sizes", "frame_features", "num_classes",
+                          "max_frames", "k_frame", "frame_sampling", "groups", "nextvlad_cluster_size",
+                          "nextvlad_hidden_size", "expansion", "gating_reduction", "drop_rate", "batch_size",
+                          "train_data_pattern", "max_steps"}
+  assert not architecture_or_data & set(names), names
