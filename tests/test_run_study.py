@@ -151,6 +151,19 @@ def test_diagnosis_driver_tables_kd_against_plain(tmp_path):
     assert kd - plain == pytest.approx(float(row[5]), abs=1e-6) == pytest.approx(paired, abs=1e-6)
 
 
+def test_a_stopped_run_stops_the_study(tmp_path, monkeypatch):
+  """train.py returns after Ctrl-C or SIGTERM, with a checkpoint short of --max_steps: the study stops
+  there instead of evaluating the partial run as finished and going on."""
+  def stopped_early(argv):
+    train_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--train_dir="))
+    os.makedirs(train_dir)
+    open(os.path.join(train_dir, "checkpoint"), "w").write('model_checkpoint_path: "model.ckpt-258"\n')
+    open(os.path.join(train_dir, "model.ckpt-258.index"), "w").close()
+  monkeypatch.setattr(run_study.train, "main", stopped_early)
+  with pytest.raises(SystemExit, match=r"error: kd_k6_seed1 stopped at step 258 of 2000 \(Ctrl-C or SIGTERM\)"):
+    run_study.run_training("kd_k6_seed1", str(tmp_path / "run"), [], 2000)
+
+
 def test_diagnosis_configurations_by_name_and_as_probes():
   assert run_diagnosis.parse_configs("seed;probe=--batchnorm_decay=0.99+--rep_loss=cosine") == [
       ("seed", "the seed's numerics and KD loss (the defaults)", ""),
