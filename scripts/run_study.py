@@ -148,6 +148,7 @@ STUDENTS = [
     ("kd_rep_ce", "KD L_rep+L_CE", _KD + ["--pred_weight=0"]),
     ("kd_pred_ce", "KD L_pred+L_CE", _KD + ["--rep_weight=0"]),
     ("kd_kl", "KD all three, L_pred=kl (T=2)", _KD + ["--pred_loss=kl", "--temperature=2"]),
+    ("kd_kl1", "KD all three, L_pred=kl (T=1)", _KD + ["--pred_loss=kl", "--temperature=1"]),
     ("kd_kl4", "KD all three, L_pred=kl (T=4)", _KD + ["--pred_loss=kl", "--temperature=4"]),
     ("kd_init", "KD all three, student initialised from teacher", _KD + ["--student_init_from_teacher"]),
     ("kd_rep_init", "KD L_rep only, student initialised from teacher",

@@ -5,11 +5,13 @@ and the benchmarks. The heavier drivers (run_study, run_ablation, compare_teache
 import_checkpoint, bench_costs) are run this way by their own test files."""
 
 import csv
+import importlib
 import json
 
 import pytest
 
 import precision
+import utils
 from helpers import run_ok, run_program
 
 EXPECTED_SECONDS = 230   # every program in a fresh interpreter: started first (conftest.py)
@@ -109,13 +111,26 @@ def test_metric_and_reader_benchmarks():
 
 @pytest.mark.slow
 def test_bad_command_lines_are_one_line(data, tmp_path):
-  """A bad flag of each flag-driven program: `error: ...`, exit status 2, no traceback."""
-  for program, args in (("train.py", ["--model_type=tutor"]), ("eval.py", ["--top_k=0"]),
-                        ("inference.py", ["--batch_size=-1"]), ("export_model.py", ["--top_k=0"]),
-                        ("cache_teacher.py", ["--cache_dtype=float64"]),
-                        ("scripts/import_checkpoint.py", ["--drop_rate=2"]),
+  """A bad flag of a flag-driven program and of a script: `error: ...`, exit status 2, no traceback, in
+  a fresh interpreter."""
+  for program, args in (("train.py", ["--model_type=tutor"]),
                         ("scripts/pca_spectrum.py", ["--data_pattern=%s" % (tmp_path / "none*")])):
     result = run_program(program, *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and lines[-1].startswith("error: "), (program, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, (program, result.stderr[-2000:])
+
+
+@pytest.mark.parametrize("program, args", [("eval", ["--top_k=0"]), ("inference", ["--batch_size=-1"]),
+                                           ("export_model", ["--top_k=0"]),
+                                           ("cache_teacher", ["--cache_dtype=float64"]),
+                                           ("import_checkpoint", ["--drop_rate=2"])])
+def test_every_programs_bad_flag_is_one_line(program, args, capsys):
+  """The other programs' bad flags, through the harness their `__main__` calls (utils.run_cli), in
+  process: each is also run whole in a fresh interpreter by a test of its own."""
+  module = importlib.import_module(program)
+  with pytest.raises(SystemExit) as stopped:
+    utils.run_cli(module.main, [program + ".py"] + args)
+  lines = capsys.readouterr().err.strip().splitlines()
+  flag = args[0].split("=")[0]
+  assert stopped.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], lines

@@ -185,8 +185,10 @@ def test_float32_cache_gives_the_live_teacher_kd_terms(frame_data, teacher_dir, 
   # No dropout in the student, so that the two graphs' students compute the same function.
   student_flags = dict(teacher_flags, model_type="kd", k_frame=4, drop_rate=0.0)
   checkpoint = tf.train.latest_checkpoint(teacher_dir)
+  # float16 rounding is checked on the squared errors; the KL checks the cached logits in float32.
+  dtypes = sorted(caches) if pred_loss == "mse" else ["float32"]
   batches = {dtype: _one_batch(frame_data, student_flags, teacher_cache.TeacherCache(caches[dtype]))
-             for dtype in caches}
+             for dtype in dtypes}
   live_batch = {name: batches["float32"][name] for name in ("video_matrix", "num_frames", "labels")}
   live_batch.update(teacher_matrix=batches["float32"]["full_video_matrix"],
                     teacher_num_frames=batches["float32"]["full_num_frames"])
@@ -201,9 +203,11 @@ def test_float32_cache_gives_the_live_teacher_kd_terms(frame_data, teacher_dir, 
   np.testing.assert_allclose(results["float32"][1], live_teacher, rtol=1e-6, atol=1e-6)
   for name, value in live.items():
     assert abs(results["float32"][0][name] - value) <= 1e-6 * max(1.0, abs(value)), (name, value)
-    # float16 rounds each stored value by at most 2^-11 relative: the terms move by far less than 1%.
-    assert results["float16"][0][name] == pytest.approx(value, rel=1e-3), (name, value)
-  assert results["float16"][0]["rep"] != results["float32"][0]["rep"], "the float16 cache is really float16"
+  if "float16" in results:
+    for name, value in live.items():
+      # float16 rounds each stored value by at most 2^-11 relative: the terms move by far less than 1%.
+      assert results["float16"][0][name] == pytest.approx(value, rel=1e-3), (name, value)
+    assert results["float16"][0]["rep"] != results["float32"][0]["rep"], "the float16 cache is really float16"
 
 
 def _prepare(argv):
