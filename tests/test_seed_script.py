@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from helpers import run_ok, run_program
+import eval as eval_program
+import utils
+from helpers import run_ok
 
 EXPECTED_SECONDS = 200   # one full-size training step, eval and inference: started first (conftest.py)
 
@@ -35,7 +37,7 @@ def script_argv(line, **paths):
 
 
 @pytest.mark.slow
-def test_seed_local_script_runs_as_written(full_size_data, tmp_path):
+def test_seed_local_script_runs_as_written(full_size_data, tmp_path, capsys):
   """train at the seed's full size (stopped after 2 steps; its checkpoint holds 88,889,378 weights), eval
   with the architecture flags, inference writing the starter's model .tgz."""
   data = os.path.dirname(full_size_data)
@@ -61,8 +63,11 @@ def test_seed_local_script_runs_as_written(full_size_data, tmp_path):
   # The archive holds the checkpoint (its weights and Adam slots, float32, barely compressible);
   # reading one back is tested at a small size (test_entry_points.py).
   assert os.path.getsize(os.path.join(paths["results"], name + ".tgz")) > 3 * 4 * 88889378 * 0.9
-  contradicting = run_program(*eval_line, "--groups=4")
-  assert contradicting.returncode == 2
-  assert contradicting.stderr.strip().splitlines()[-1] == (
+  # The same eval line contradicting the run's architecture, through the harness in process (eval.py
+  # has just run whole in a fresh interpreter).
+  with pytest.raises(SystemExit) as stopped:
+    utils.run_cli(eval_program.main, eval_line + ["--groups=4"])
+  assert stopped.value.code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
       "error: --groups=4 but %s was trained with 8 (drop the flag or pass the trained value)"
       % paths["train_dir"])
