@@ -11,6 +11,8 @@ from helpers import run_ok
 
 pytestmark = pytest.mark.slow
 
+EXPECTED_SECONDS = 85   # seven programs in fresh interpreters, in one test: started early (conftest.py)
+
 
 def test_recipe_runs_three_stages_eval_and_inference(frame_data, tmp_path):
   data_dir = tmp_path / "yt8m"

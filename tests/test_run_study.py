@@ -14,7 +14,7 @@ from helpers import run_ok, run_program
 from teacher_cache import TeacherCache
 from utils import InputError
 
-EXPECTED_SECONDS = 480   # the study, its drivers and a family study in fresh interpreters: started first (conftest.py)
+EXPECTED_SECONDS = 300   # the study, its drivers and a family study in fresh interpreters: started first (conftest.py)
 
 TINY = ["--num_train=96", "--num_validate=40", "--num_classes=12", "--rgb_size=8", "--audio_size=4",
         "--max_frames=24", "--teacher_steps=6", "--student_steps=4", "--eval_every_steps=2", "--batch_size=16",

@@ -9,6 +9,8 @@ import tensorflow.compat.v1 as tf
 import config
 from helpers import run_ok
 
+EXPECTED_SECONDS = 50   # the seed's three stages in one test: started early (conftest.py)
+
 SEED_COMMAND = (
     'python train.py --feature_names="rgb,audio" --feature_sizes="1024,128" --groups=8 '
     '--nextvlad_cluster_size=128 --nextvlad_hidden_size=2048 --expansion=2 --gating_reduction=8 '
