@@ -62,8 +62,7 @@ def _open_manifest(cache_dir, header):
   cache = teacher_cache.TeacherCache(cache_dir, "--cache_dir")
   existing = dict(teacher_cache.LEGACY_MANIFEST, **cache.manifest)
   existing["teacher_model_flags"] = cache.teacher_flags
-  if existing.get("precise_bn"):
-    existing["precise_bn"] = precise_bn.normalized(existing["precise_bn"])
+  existing["precise_bn"] = precise_bn.normalized(existing.get("precise_bn"))
   changed = ["%s %s (cache has %s)" % (key, header[key], existing.get(key))
              for key in sorted(header) if header[key] != existing.get(key)]
   if changed:

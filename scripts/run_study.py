@@ -262,11 +262,12 @@ def run_training(name, train_dir, argv, steps):
   log("%s: training to step %d in %s" % (name, steps, train_dir))
   started = time.time()
   train.main(["train.py", "--train_dir=" + train_dir, "--max_steps=%d" % steps] + argv)
-  if latest_step(train_dir) < steps:
+  reached = latest_step(train_dir)
+  if reached < steps:
     # train.py stops on Ctrl-C or SIGTERM with a checkpoint and returns: the study stops too, so that
     # a partial run is never evaluated as finished.
     raise SystemExit("error: %s stopped at step %d of %d (Ctrl-C or SIGTERM); run the same command again "
-                     "to resume it" % (name, latest_step(train_dir), steps))
+                     "to resume it" % (name, reached, steps))
   log("%s: trained in %.1f min" % (name, (time.time() - started) / 60))
 
 
