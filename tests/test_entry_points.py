@@ -14,7 +14,7 @@ import precision
 import utils
 from helpers import run_ok, run_program
 
-EXPECTED_SECONDS = 170   # every program in a fresh interpreter: started first (conftest.py)
+EXPECTED_SECONDS = 180   # every program in a fresh interpreter: started first (conftest.py)
 
 pytestmark = pytest.mark.slow
 
